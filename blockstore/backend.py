@@ -1,0 +1,190 @@
+"""The one interface of the store stack: a flat map from keys to immutable byte objects.
+
+Theory of operation (s3backer's `struct s3backer_store`, restic's `Backend`):
+every piece of the stack implements `Backend`. Bottom pieces (`blockstore.backends.*`:
+memory, local directory, S3) do I/O; every other piece is a *layer* that wraps one
+inner `Backend` and changes one thing (compression, encryption, packing many small
+objects into pack objects, caching, retry, a concurrency limit, statistics, fault
+injection). One factory (`blockstore.factory.open_backend`) builds the stack from a
+store URL and options. Code above the stack (the volume: chunking, trees, snapshots)
+sees only this interface.
+
+Keys are '/'-separated ASCII strings such as ``blocks/3f9a...`` or ``snapshots/<id>``;
+a key never starts or ends with '/'. Objects are written once and normally never
+rewritten: block, tree and pack objects are content-named; only a few small control
+objects (the lease, the store config) are replaced, and only with `put` (whose
+overwrite is atomic: readers see the old or the new object, never a mix).
+
+The interface is synchronous and thread-safe: boto3 and file I/O block anyway, and the
+async server reaches the store through a bounded executor. Every method may be called
+from many threads at once.
+
+Errors: every failure is a `StoreError` carrying an errno. `NotFoundError` (ENOENT)
+means the key does not exist. `TransientError` is the only class a retry layer
+retries (throttling, 5xx, timeouts, connection resets); anything else is permanent
+and surfaces at once with the backend's own error text. `IntegrityError` (EIO) means
+an object exists but is corrupt, truncated or fails authentication: never return
+wrong or zero data in its place.
+"""
+
+from __future__ import annotations
+
+import errno
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class StoreError(Exception):
+    """A store operation failed; `errno` classifies it for callers and FUSE."""
+
+    errno: int = errno.EIO
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class NotFoundError(StoreError):
+    """The key does not exist."""
+
+    errno = errno.ENOENT
+
+
+class TransientError(StoreError):
+    """A failure worth retrying (throttled, 5xx, timeout, connection reset)."""
+
+    errno = errno.EAGAIN
+
+
+class IntegrityError(StoreError):
+    """The object exists but is corrupt, truncated, tampered with or undecryptable."""
+
+    errno = errno.EIO
+
+
+class StoreFullError(StoreError):
+    """The backend has no room (ENOSPC, quota exceeded)."""
+
+    errno = errno.ENOSPC
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    """What a backend stack can do (restic's Properties, s3backer's optional ops).
+
+    `connections`: how many requests may usefully run at once.
+    `conditional_put`: `put_if_absent` is atomic against other writers (S3 If-None-Match,
+    O_EXCL on a local directory); without it the lease is best effort.
+    `range_reads`: `get_range` is cheaper than `get` (true for S3 and files).
+    """
+
+    connections: int = 1
+    conditional_put: bool = False
+    range_reads: bool = True
+
+
+class Backend(ABC):
+    """A flat key -> bytes object store (see the module docstring for the contract)."""
+
+    @property
+    @abstractmethod
+    def properties(self) -> Properties:
+        """Capabilities of this backend (layers pass through their inner one's)."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the whole object. Raises NotFoundError if absent."""
+
+    @abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return `length` bytes at `offset` (fewer only at the object's end).
+
+        Raises NotFoundError if absent. A layer that transforms whole objects
+        (compression, encryption) implements this by reading the whole object.
+        """
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any existing object atomically."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Store `data` only if `key` does not exist; return whether it was stored.
+
+        Atomic against concurrent writers when `properties.conditional_put` is true.
+        """
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Return whether `key` exists."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`. Deleting a missing key is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Yield (key, stored size) for every key starting with `prefix`, in key order."""
+
+    def flush(self) -> None:
+        """Make everything written so far durable in the bottom backend.
+
+        Layers that buffer (packing, write-back caches) override this and then call the
+        inner flush. The volume calls it before writing a snapshot (the commit point).
+        """
+
+    def close(self) -> None:
+        """Flush and release resources. The backend must not be used afterwards."""
+        self.flush()
+
+
+class Layer(Backend):
+    """A backend that wraps `inner` and, by default, passes every call through.
+
+    Subclasses override only what they change (restic's embedding, zarr's WrapperStore).
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def properties(self) -> Properties:
+        return self.inner.properties
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(key, offset, length)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self.inner.put_if_absent(key, data)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        return self.inner.list(prefix)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def find_layer(self, cls: type[Backend]) -> Backend | None:
+        """Return the nearest layer of type `cls` in this stack (restic's AsBackend)."""
+        node: Backend = self
+        while True:
+            if isinstance(node, cls):
+                return node
+            if not isinstance(node, Layer):
+                return None
+            node = node.inner
