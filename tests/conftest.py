@@ -1,0 +1,6 @@
+"""Shared pytest set-up: fixture plugins live in tests/helpers/ and are listed here.
+
+Each tier's owner adds its plugin module with a one-line edit (keep the list sorted).
+"""
+
+pytest_plugins: list[str] = []
