@@ -30,19 +30,26 @@ wrong or zero data in its place.
 from __future__ import annotations
 
 import errno
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
 class StoreError(Exception):
-    """A store operation failed; `errno` classifies it for callers and FUSE."""
+    """A store operation failed; `errno` classifies it for callers and FUSE.
+
+    A backend may pass `errno` to refine the class default with the OS or service's
+    own classification (EACCES for a denied request, EROFS for a read-only store, ...).
+    """
 
     errno: int = errno.EIO
 
-    def __init__(self, message: str, *, key: str | None = None) -> None:
+    def __init__(self, message: str, *, key: str | None = None, errno: int | None = None) -> None:
         super().__init__(message)
         self.key = key
+        if errno is not None:
+            self.errno = errno
 
 
 class NotFoundError(StoreError):
@@ -67,6 +74,27 @@ class StoreFullError(StoreError):
     """The backend has no room (ENOSPC, quota exceeded)."""
 
     errno = errno.ENOSPC
+
+
+class ReadOnlyError(StoreError):
+    """A write was attempted on a store opened read-only."""
+
+    errno = errno.EROFS
+
+
+_KEY_COMPONENT = re.compile(r"[A-Za-z0-9_\-:@,+=~][A-Za-z0-9_.\-:@,+=~]*")
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a well-formed store key, else raise StoreError(EINVAL).
+
+    A key is one or more '/'-separated components of ASCII letters, digits and
+    `_-.:@,+=~`, none empty and none starting with '.', so every backend can map it to a
+    file path that stays inside its root (and '.'-names stay free for temp files).
+    """
+    if not key or not all(_KEY_COMPONENT.fullmatch(part) for part in key.split("/")):
+        raise StoreError(f"invalid store key {key!r}", key=key, errno=errno.EINVAL)
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +155,15 @@ class Backend(ABC):
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Yield (key, stored size) for every key starting with `prefix`, in key order."""
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove every key in `keys` (missing keys are not an error).
+
+        Backends with a bulk request (S3 DeleteObjects, 1000 keys each) override this;
+        the garbage collector calls it so a large sweep costs few requests.
+        """
+        for key in keys:
+            self.delete(key)
+
     def flush(self) -> None:
         """Make everything written so far durable in the bottom backend.
 
@@ -169,6 +206,9 @@ class Layer(Backend):
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.inner.delete_many(keys)
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         return self.inner.list(prefix)

@@ -1,0 +1,270 @@
+"""A backend that keeps one file per key under a local directory (`/abs/path` store URLs).
+
+Theory of operation:
+
+* Layout. Key ``a/b/name`` is the file ``ROOT/a/b/name``. Content-named objects (a last
+  component of at least 8 lowercase hex digits, i.e. blocks, trees and packs) fan out
+  into a two-character subdirectory, ``ROOT/packs/3f/3f9a...``, as restic and s3backer
+  do, so no directory grows past a few thousand entries. The mapping is reversible
+  without a lookup: a fanned-out file always sits in a directory named after its own
+  first two characters, and no other file name qualifies for fan-out.
+* Atomic writes. Every write goes to a temp file in ``ROOT/.tmp`` (same filesystem),
+  is fsynced, then renamed (`put`) or hard-linked (`put_if_absent`, which fails with
+  EEXIST if the key exists: O_EXCL semantics with no window where a partial object is
+  visible) into place, and the destination directory is fsynced. Readers therefore see
+  a whole old object or a whole new one.
+* Temp files are named ``<pid>-<random>``; opening a writable backend removes those
+  whose process is gone (a crash mid-put), and never those of a live process, because
+  a read-only FUSE view and a server may open the same directory at once.
+* Listing walks the tree below the longest directory the prefix names, then sorts.
+  Key names are restricted by `check_key`, so no key can name a path outside ROOT.
+
+Errors map from errno: ENOENT -> NotFoundError, ENOSPC/EDQUOT -> StoreFullError with
+the OS text, anything else -> StoreError carrying the OS errno.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from blockstore.backend import (
+    Backend,
+    NotFoundError,
+    Properties,
+    StoreError,
+    StoreFullError,
+    check_key,
+)
+
+TMP_DIR = ".tmp"
+_FANOUT_NAME = re.compile(r"[0-9a-f]{8,}")
+
+
+def _fans_out(name: str) -> bool:
+    """Whether a key's last component is content-named and so lives in a fan-out dir."""
+    return _FANOUT_NAME.fullmatch(name) is not None
+
+
+def _store_error(exc: OSError, action: str, key: str) -> StoreError:
+    """Classify an OSError from `action` on `key` into the StoreError family.
+
+    On reads, a missing file or a path component that is a file or directory of the
+    wrong kind means the key is absent; on writes it is a real failure.
+    """
+    message = f"{action} {key}: {exc.strerror or exc}"
+    if action == "get" and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return NotFoundError(f"{key}: not found", key=key)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFullError(message, key=key)
+    return StoreError(message, key=key, errno=exc.errno)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalDirBackend(Backend):
+    """Objects as files under `root` (see the module docstring for layout and guarantees).
+
+    `durable=False` skips the fsyncs (for scratch stores and benchmarks only).
+    `read_only=True` leaves the directory untouched on open (no temp-file sweep).
+    """
+
+    def __init__(self, root: str | Path, *, durable: bool = True, read_only: bool = False) -> None:
+        self._root = Path(root)
+        self._tmp = self._root / TMP_DIR
+        self._durable = durable
+        if not read_only:
+            self._sweep_temp_files()
+
+    def __repr__(self) -> str:
+        return f"LocalDirBackend({str(self._root)!r})"
+
+    @property
+    def properties(self) -> Properties:
+        return Properties(connections=8, conditional_put=True, range_reads=True)
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        parent, _, name = key.rpartition("/")
+        directory = self._root / parent if parent else self._root
+        if _fans_out(name):
+            directory = directory / name[:2]
+        return directory / name
+
+    def _key_for(self, relative_dir: str, name: str) -> str:
+        """Invert `_path`: the key of file `name` found in `relative_dir` ('' for root)."""
+        parent, _, last = relative_dir.rpartition("/")
+        if _fans_out(name) and last == name[:2]:
+            return f"{parent}/{name}" if parent else name
+        return f"{relative_dir}/{name}" if relative_dir else name
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise _store_error(exc, "get", key) from exc
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _store_error(exc, "get", key) from exc
+        try:
+            size = os.fstat(fd).st_size
+            length = max(0, min(length, size - offset))
+            data = os.pread(fd, length, offset) if length else b""
+        except OSError as exc:
+            raise _store_error(exc, "get", key) from exc
+        finally:
+            os.close(fd)
+        return data
+
+    def exists(self, key: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _store_error(exc, "exists", key) from exc
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        directory, _, partial = prefix.rpartition("/")
+        if directory:
+            check_key(directory)
+        start = self._root / directory if directory else self._root
+        found: list[tuple[str, int]] = []
+        self._walk(start, directory, partial, found)
+        found.sort()
+        for key, size in found:
+            if key.startswith(prefix):
+                yield key, size
+
+    def _walk(self, path: Path, relative: str, partial: str, found: list[tuple[str, int]]) -> None:
+        """Append every object below `path` whose name could match `partial` to `found`."""
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise _store_error(exc, "list", relative or ".") from exc
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue  # the temp dir, and nothing a key can name
+            if partial and not (name.startswith(partial) or partial.startswith(name)):
+                continue  # only at the top: a fan-out dir is a prefix of its names
+            child = f"{relative}/{name}" if relative else name
+            if entry.is_dir(follow_symlinks=False):
+                self._walk(Path(entry.path), child, "", found)
+            elif entry.is_file(follow_symlinks=False):
+                found.append((self._key_for(relative, name), entry.stat().st_size))
+
+    # -- writes ----------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        temp = self._write_temp(key, data)
+        try:
+            os.makedirs(path.parent, exist_ok=True)
+            os.rename(temp, path)
+        except OSError as exc:
+            self._discard(temp)
+            raise _store_error(exc, "put", key) from exc
+        self._sync_dir(path.parent, key)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        if os.path.lexists(path):
+            return False
+        temp = self._write_temp(key, data)
+        try:
+            os.makedirs(path.parent, exist_ok=True)
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _store_error(exc, "put", key) from exc
+        finally:
+            self._discard(temp)
+        self._sync_dir(path.parent, key)
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            pass
+        except OSError as exc:
+            raise _store_error(exc, "delete", key) from exc
+
+    def _write_temp(self, key: str, data: bytes) -> Path:
+        """Write `data` to a fresh fsynced temp file and return its path."""
+        temp = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            os.makedirs(self._tmp, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _store_error(exc, "put", key) from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._durable:
+                os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            self._discard(temp)
+            raise _store_error(exc, "put", key) from exc
+        os.close(fd)
+        return temp
+
+    def _sync_dir(self, directory: Path, key: str) -> None:
+        """Make the rename or link that named `key` in `directory` durable (fsync the dir)."""
+        if not self._durable:
+            return
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _store_error(exc, "put", key) from exc
+
+    @staticmethod
+    def _discard(temp: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files left by processes that died mid-write."""
+        try:
+            entries = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _store_error(exc, "open", TMP_DIR) from exc
+        for entry in entries:
+            pid_text, _, _ = entry.name.partition("-")
+            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+                continue
+            self._discard(Path(entry.path))
