@@ -3,4 +3,4 @@
 Each tier's owner adds its plugin module with a one-line edit (keep the list sorted).
 """
 
-pytest_plugins: list[str] = ["tests.helpers.ssh_keys"]
+pytest_plugins: list[str] = ["tests.helpers.moto_server", "tests.helpers.ssh_keys"]
