@@ -68,6 +68,8 @@ REFUSED_DAEMON = (
 )
 REFUSED_PUSH = b"rsyncd-py: ERROR: this key is read-only: it may pull but not push\n"
 READ_ONLY_KEY_OPTION = "rsyncd-readonly"
+CLOSE_TIMEOUT = 10.0  # seconds a client gets to acknowledge the end of a session
+FORWARDING_REFUSED = "rsyncd-py: forwarding is not allowed"
 
 # AES-GCM costs asyncssh about half the CPU of chacha20-poly1305 (perf-anchors section 2).
 # SSH picks the first cipher on the *client's* list that the server also offers, and
@@ -292,6 +294,22 @@ class _Connection(asyncssh.SSHServer):
             self._conn.get_extra_info("username"),
         )
 
+    def connection_requested(self, *args: object) -> bool:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def server_requested(self, *args: object) -> bool:
+        return False  # remote forwarding (-R): a global request has no room for a reason
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False
+
     def session_requested(self) -> _RsyncSession:
         assert self._conn is not None
         session = _RsyncSession(self, f"c{self.conn_id}.{next(self._session_ids)}")
@@ -404,12 +422,7 @@ class _RsyncSession(asyncssh.SSHServerSession[bytes]):
             status = RERR_STREAMIO
             stream.write_stderr(b"rsyncd-py: internal server error (see the server log)\n")
         finally:
-            try:
-                if not cancelled:
-                    await stream.close()
-                self._channel.exit(status)
-            except OSError:
-                pass  # the channel is already gone; there is nobody to tell
+            await self._finish(stream, status, flush=not cancelled)
             server._release_slot(self)
             log.info(
                 "end: exit %d, %d bytes in, %d bytes out, %.2fs",
@@ -418,6 +431,22 @@ class _RsyncSession(asyncssh.SSHServerSession[bytes]):
                 stream.bytes_out,
                 time.monotonic() - started,
             )
+
+    async def _finish(self, stream: ChannelStream, status: int, *, flush: bool) -> None:
+        """Flush (unless aborting), send the exit status, and wait for the channel to close.
+
+        Waiting for the client's close reply lets a shutdown close connections right after
+        the session tasks end without cutting off the exit status.
+        """
+        assert self._channel is not None
+        try:
+            if flush:
+                await stream.close()
+            self._channel.exit(status)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._channel.wait_closed()
+        except (OSError, TimeoutError):
+            pass  # the client is gone or unresponsive; there is nobody left to tell
 
     async def _dispatch(self, stream: ChannelStream, read_only: bool, log: SessionLog) -> int:
         """Return the exit status for this request, running the rsync session if allowed."""

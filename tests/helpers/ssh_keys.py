@@ -54,6 +54,7 @@ def _write_key(path: Path) -> asyncssh.SSHKey:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(key.export_private_key())
+    Path(f"{path}.pub").write_bytes(key.export_public_key())
     return key
 
 
@@ -84,8 +85,12 @@ def ssh_env() -> dict[str, str]:
     return env
 
 
-def ssh_argv(port: int, key: Path, *extra: str) -> list[str]:
-    """The ssh command line (without host) for a test server on 127.0.0.1:`port`."""
+def ssh_argv(port: int, key: Path, *extra: str, log_level: str = "ERROR") -> list[str]:
+    """The ssh command line (without host) for a test server on 127.0.0.1:`port`.
+
+    ssh keeps the first value it sees for an option, so pass `log_level` ("INFO" shows
+    channel-open failures with the server's reason) rather than another ``-o LogLevel``.
+    """
     return [
         "ssh",
         "-F",
@@ -103,7 +108,7 @@ def ssh_argv(port: int, key: Path, *extra: str) -> list[str]:
         "-o",
         "BatchMode=yes",
         "-o",
-        "LogLevel=ERROR",
+        f"LogLevel={log_level}",
         "-o",
         "ConnectTimeout=20",
         *extra,
@@ -119,11 +124,12 @@ def run_ssh(
     input: bytes | None = None,
     timeout: float = 60,
     host: str = "127.0.0.1",
+    log_level: str = "ERROR",
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one ssh command against a test server and capture its output."""
     words = [command] if isinstance(command, str) else list(command)
     return subprocess.run(
-        [*ssh_argv(port, key, *options), host, *words],
+        [*ssh_argv(port, key, *options, log_level=log_level), host, *words],
         input=input if input is not None else b"",
         capture_output=True,
         timeout=timeout,

@@ -15,6 +15,7 @@ what its last argument says, so one server covers every transport behaviour:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import threading
@@ -121,7 +122,11 @@ class InProcessServer:
 
     def call(self, coro: Any, timeout: float = 60) -> Any:
         """Run a coroutine on the server's loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.call_soon(coro).result(timeout)
+
+    def call_soon(self, coro: Any) -> concurrent.futures.Future[Any]:
+        """Start a coroutine on the server's loop; return its future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
 
 def start_in_process(keys: SshKeys, **settings: Any) -> tuple[InProcessServer, threading.Thread]:
