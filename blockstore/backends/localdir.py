@@ -3,11 +3,14 @@
 Theory of operation:
 
 * Layout. Key ``a/b/name`` is the file ``ROOT/a/b/name``. Content-named objects (a last
-  component of at least 8 lowercase hex digits, i.e. blocks, trees and packs) fan out
-  into a two-character subdirectory, ``ROOT/packs/3f/3f9a...``, as restic and s3backer
-  do, so no directory grows past a few thousand entries. The mapping is reversible
-  without a lookup: a fanned-out file always sits in a directory named after its own
-  first two characters, and no other file name qualifies for fan-out.
+  component of lowercase hex digits: blocks, trees, packs) fan out into a subdirectory
+  named after their first two characters, ``ROOT/packs/3f/3f9a...``, as restic and
+  s3backer do, so no directory grows past a few thousand entries. The mapping is
+  reversible without a lookup: a fanned-out file always sits in a directory named
+  after its own first two characters, and no other file qualifies for fan-out (so no
+  file can take the name of a fan-out directory). A filesystem cannot hold both a
+  file ``a/b`` and a file ``a/b/c``, so on this backend a key cannot also be the
+  directory part of another key: such a put fails with ENOTDIR or EEXIST.
 * Atomic writes. Every write goes to a temp file in ``ROOT/.tmp`` (same filesystem),
   is fsynced, then renamed (`put`) or hard-linked (`put_if_absent`, which fails with
   EEXIST if the key exists: O_EXCL semantics with no window where a partial object is
@@ -44,7 +47,7 @@ from blockstore.backend import (
 )
 
 TMP_DIR = ".tmp"
-_FANOUT_NAME = re.compile(r"[0-9a-f]{8,}")
+_FANOUT_NAME = re.compile(r"[0-9a-f]{2,}")
 
 
 def _fans_out(name: str) -> bool:

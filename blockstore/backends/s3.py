@@ -24,6 +24,7 @@ Theory of operation:
 from __future__ import annotations
 
 import errno
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -61,6 +62,11 @@ _DENIED = frozenset({
     "InvalidToken", "AllAccessDisabled", "AccountProblem",
 })
 _FULL = frozenset({"QuotaExceeded", "XMinioStorageFull", "StorageFull"})
+
+# Building a boto3 session loads the service models (~0.1 s); clients made from one
+# session share them. Sessions are not thread-safe, so clients are made under a lock.
+_sessions: dict[tuple[str | None, str | None], boto3.session.Session] = {}
+_session_lock = threading.Lock()
 
 
 class S3Backend(Backend):
@@ -111,8 +117,12 @@ class S3Backend(Backend):
             s3={"addressing_style": "path" if path_style else "auto"},
         )
         try:
-            session = boto3.session.Session(profile_name=profile, region_name=region)
-            self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
+            with _session_lock:
+                session = _sessions.get((profile, region))
+                if session is None:
+                    session = boto3.session.Session(profile_name=profile, region_name=region)
+                    _sessions[(profile, region)] = session
+                self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except BotoCoreError as exc:
             raise StoreError(f"s3://{bucket}/{self.prefix}: {exc}") from exc
 
