@@ -1,0 +1,117 @@
+"""Content-defined chunking of a byte stream that arrives in pieces (FastCDC 2020).
+
+Theory of operation: `pyfastcdc` cuts a buffer in C at several GB/s, but it wants the
+whole input (or a stream it pulls from), while file writers push data in arbitrary
+pieces. A FastCDC cut point depends only on the bytes since the previous cut, so the
+chunker keeps the unfinished tail of the buffer and re-cuts it together with the next
+piece: every chunk that ends before the end of the buffer (or reaches `max_size`) is
+final; the last one may still grow and is carried over. Cutting is deferred until the
+buffer holds `batch` bytes so the tail is not rescanned for every small write. The
+result is byte-for-byte the chunking of the whole stream at once (tested), and memory
+stays bounded by `batch` plus the size of the caller's largest write.
+
+Parameters are fixed per store at `init` (`ChunkParams`, kept in `config.volume`). Note
+pyfastcdc's convention: the mean chunk length is about `avg_size + min_size`. The
+`seed` perturbs the gear table; encrypted stores derive it from the id key so that
+chunk boundaries (visible as object sizes) do not fingerprint known content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from pyfastcdc import FastCDC
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkParams:
+    """FastCDC parameters in pyfastcdc's terms (see docs/STORE.md for the measurement)."""
+
+    avg_size: int = 48 << 10
+    min_size: int = 16 << 10
+    max_size: int = 256 << 10
+    normalized: int = 1
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, volume: Mapping[str, object]) -> ChunkParams:
+        """Read the `chunker` sub-dict of a store's `config.volume` (defaults if absent)."""
+        raw = volume.get("chunker")
+        if not isinstance(raw, Mapping):
+            return cls()
+        fields = {name: int(raw[name]) for name in cls.__slots__ if name in raw}  # type: ignore[call-overload]
+        return cls(**fields)
+
+    @classmethod
+    def for_average(cls, size: int) -> ChunkParams:
+        """Parameters whose mean chunk length is about `size` (min = size/4, max = 4x)."""
+        min_size = max(64, size // 4)
+        return cls(avg_size=size - min_size, min_size=min_size, max_size=size * 4)
+
+    def with_secret_seed(self, id_key: bytes | None) -> ChunkParams:
+        """Return these parameters with a gear seed derived from `id_key` (if any)."""
+        if id_key is None:
+            return self
+        seed = int.from_bytes(hmac.digest(id_key, b"rsyncd-py chunker seed", hashlib.sha256)[:7])
+        return ChunkParams(self.avg_size, self.min_size, self.max_size, self.normalized, seed)
+
+    def to_config(self) -> dict[str, int]:
+        """The `chunker` sub-dict for `config.volume` (the seed is never stored)."""
+        values = asdict(self)
+        values.pop("seed")
+        return values
+
+
+class StreamChunker:
+    """Cuts a pushed byte stream into content-defined chunks (see the module docstring).
+
+    Not thread-safe: one chunker per file being written.
+    """
+
+    def __init__(self, params: ChunkParams, *, batch: int = 1 << 20) -> None:
+        self._cdc = FastCDC(
+            params.avg_size,
+            min_size=params.min_size,
+            max_size=params.max_size,
+            normalized_chunking=params.normalized,  # type: ignore[arg-type]
+            seed=params.seed,
+        )
+        self._max = params.max_size
+        self._batch = max(batch, 2 * params.max_size)
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet returned as chunks."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Add `data`; return the chunks that are now final (possibly none)."""
+        self._buf += data
+        if len(self._buf) < self._batch:
+            return []
+        return self._cut(final=False)
+
+    def finish(self) -> list[bytes]:
+        """End the stream (or a run of data before a hole): return all remaining chunks."""
+        return self._cut(final=True) if self._buf else []
+
+    def _cut(self, *, final: bool) -> list[bytes]:
+        chunks: list[bytes] = []
+        consumed = 0
+        size = len(self._buf)
+        view = memoryview(self._buf)
+        for chunk in self._cdc.cut_buf(view):
+            end = chunk.offset + chunk.length
+            if not final and end == size and chunk.length < self._max:
+                break  # the tail may still grow: carry it over
+            chunks.append(bytes(chunk.data))
+            consumed = end
+        # drop every view of the buffer before resizing it (bytearray refuses otherwise)
+        chunk = None
+        view.release()
+        del self._buf[:consumed]
+        return chunks

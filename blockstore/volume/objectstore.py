@@ -1,0 +1,111 @@
+"""Content-addressed objects over one `Backend`: blocks, tree and list objects.
+
+Theory of operation: an object's key is derived from its plaintext (blockid.py), so
+storing is idempotent and dedup is a lookup: `put_*` first asks whether the key is
+already present (through the pack layer's local index when there is one, which answers
+without a request) and uploads only when it is not. Two threads storing the same new
+block at once are collapsed by an in-flight set. A block another thread is still
+uploading counts as present; that upload may yet fail, which is why a transaction
+re-checks every block it references after the final flush, before its snapshot is
+written (transaction.py), instead of trusting the answer given here.
+
+Counters (`IngestCounters`) record what was stored and what was deduplicated; they feed
+the snapshot's statistics.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from blockstore.backend import Backend, IntegrityError, Layer
+from blockstore.volume.blockid import BlockHasher, block_key, tree_key
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    """What a writer stored (new) and what it found already present (dedup)."""
+
+    blocks_new: int = 0
+    bytes_new: int = 0
+    blocks_dedup: int = 0
+    bytes_dedup: int = 0
+    trees_new: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ObjectStore:
+    """Stores and fetches content-addressed objects; thread-safe."""
+
+    def __init__(self, backend: Backend, hasher: BlockHasher) -> None:
+        self.backend = backend
+        self.hasher = hasher
+        self.counters = IngestCounters()
+        self._probe = _index_backend(backend)
+        self._inflight: set[str] = set()
+        self._lock = threading.Lock()
+
+    def put_block(self, data: bytes) -> bytes:
+        """Store one data block (unless present); return its id."""
+        block_id = self.hasher.digest(data)
+        stored = self._put_once(block_key(block_id), data)
+        with self._lock:
+            if stored:
+                self.counters.blocks_new += 1
+                self.counters.bytes_new += len(data)
+            else:
+                self.counters.blocks_dedup += 1
+                self.counters.bytes_dedup += len(data)
+        return block_id
+
+    def put_tree(self, data: bytes) -> bytes:
+        """Store one tree or list object (unless present); return its id."""
+        tree_id = self.hasher.digest(data)
+        if self._put_once(tree_key(tree_id), data):
+            with self._lock:
+                self.counters.trees_new += 1
+        return tree_id
+
+    def get_block(self, block_id: bytes, length: int) -> bytes:
+        """Fetch a block and check it has the length its block list records."""
+        key = block_key(block_id)
+        data = self.backend.get(key)
+        if len(data) != length:
+            raise IntegrityError(
+                f"{key}: block is {len(data)} bytes, its file expects {length}", key=key
+            )
+        return data
+
+    def get_tree(self, tree_id: bytes) -> bytes:
+        return self.backend.get(tree_key(tree_id))
+
+    def has(self, key: str) -> bool:
+        """Whether `key` is stored (or being stored), asked as cheaply as possible."""
+        return self._probe.exists(key)
+
+    def _put_once(self, key: str, data: bytes) -> bool:
+        with self._lock:
+            if key in self._inflight:
+                return False
+            self._inflight.add(key)
+        try:
+            if self._probe.exists(key):
+                return False
+            self.backend.put(key, data)
+            return True
+        finally:
+            with self._lock:
+                self._inflight.discard(key)
+
+
+def _index_backend(backend: Backend) -> Backend:
+    """The pack layer inside `backend` if there is one (its `exists` needs no request)."""
+    if isinstance(backend, Layer):
+        from blockstore.layers.pack import PackLayer
+
+        found = backend.find_layer(PackLayer)
+        if found is not None:
+            return found
+    return backend

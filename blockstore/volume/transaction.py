@@ -1,0 +1,280 @@
+"""Transactions: a writable overlay on the newest snapshot, committed as a new snapshot.
+
+Theory of operation. A `Transaction` owns a `Namespace` started from its base snapshot.
+Every operation changes that namespace at once, so the session's later lookups see it;
+nothing reaches a snapshot until `commit()` (or `checkpoint()`, which commits and goes
+on). Only whole operations ever enter the namespace: a file appears when its writer
+finishes (`put_file`), never half-written, so a checkpoint taken between operations is
+a consistent state.
+
+Commit protocol (the order is what makes a crash harmless):
+1. take the volume's commit lock (sessions of one process commit one at a time) and
+   check the store lease is still ours;
+2. find the newest snapshot; if it is not our base, rebase our changes onto it
+   (rebase.py);
+3. write the dirty trees (bottom-up), then `flush()` the backend: every block, list and
+   tree object is now uploaded and indexed;
+4. check that every block and list object this transaction referenced is present (an
+   upload another session was waiting on may have failed: better to refuse the commit
+   than to write a snapshot with a hole in it);
+5. write the snapshot object: the commit point. Before it, the previous snapshot is
+   still the newest and at worst some unreferenced objects exist (gc removes them).
+
+States: open -> (commit | checkpoint -> open) ... -> closed (after commit or abort).
+A failed commit leaves the transaction open with its changes, so the caller may retry.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from blockstore.backend import StoreError
+from blockstore.volume.blockid import ID_SIZE, block_key, tree_key
+from blockstore.volume.objects import TreeEntry
+from blockstore.volume.rebase import rebase
+from blockstore.volume.snapshots import Snapshot, empty_root, new_snapshot_id
+from blockstore.volume.tree import NEEDS_IO, NamespaceError, split_path
+
+if TYPE_CHECKING:
+    from blockstore.volume.files import WrittenFile
+    from blockstore.volume.volume import Volume
+
+RESERVED_ROOT_NAME = b".snapshots"  # the read-only snapshot view lives here
+
+
+class MissingObjectsError(StoreError):
+    """A commit found objects it references missing after the flush (a failed upload)."""
+
+
+class Transaction:
+    """A writable session on a volume (see the module docstring); thread-safe."""
+
+    def __init__(self, volume: Volume, base: Snapshot | None) -> None:
+        self.volume = volume
+        self.base = base
+        self._base_root = base.root if base is not None else empty_root()
+        self.ns = volume.namespace(base)
+        self._referenced = bytearray()  # kind byte + id of each object new content uses
+        self._files = 0
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.closed = False
+
+    # -- reading -----------------------------------------------------------------------
+
+    def lookup(self, path: bytes) -> TreeEntry | None:
+        return self.ns.lookup(path)
+
+    def lookup_cached(self, path: bytes) -> TreeEntry | object | None:
+        return self.ns.lookup_cached(path)
+
+    def listdir(self, path: bytes) -> list[TreeEntry]:
+        return self.ns.listdir(path)
+
+    # -- changing ----------------------------------------------------------------------
+
+    def check_new_file(self, path: bytes) -> None:
+        """Fail early if a file could not be committed at `path` (before writing it)."""
+        self._check_parent(path)
+        existing = self.ns.lookup(path)
+        if existing is not None and existing.is_dir():
+            raise NamespaceError(errno.EISDIR, "Is a directory", path)
+
+    def put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None:
+        """Commit a finished file at `path` (replacing a non-directory entry)."""
+        self.check_new_file(path)
+        self.ns.put(path, replace(entry, content=written.content))
+        with self._lock:
+            self._referenced += written.referenced
+            self._files += 1
+            self._bytes += written.content.size
+
+    def mkdir(self, path: bytes, entry: TreeEntry) -> None:
+        self._check_parent(path)
+        if self.ns.lookup(path) is not None:
+            raise NamespaceError(errno.EEXIST, "File exists", path)
+        self.ns.put(path, replace(entry, subtree=None, content=None))
+
+    def put_special(self, path: bytes, entry: TreeEntry) -> None:
+        """Create a symlink, device, fifo or socket, replacing a non-directory entry."""
+        self._check_parent(path)
+        existing = self.ns.lookup(path)
+        if existing is not None and existing.is_dir():
+            raise NamespaceError(errno.EEXIST, "File exists", path)
+        self.ns.put(path, replace(entry, subtree=None, content=None))
+
+    def link(self, path: bytes, existing_path: bytes) -> None:
+        """Make `path` a hard link to the regular file at `existing_path`."""
+        existing = self.ns.lookup(existing_path)
+        if existing is None:
+            raise NamespaceError(errno.ENOENT, "No such file or directory", existing_path)
+        if not existing.is_file():
+            raise NamespaceError(errno.EPERM, "Operation not permitted", existing_path)
+        self._check_parent(path)
+        current = self.ns.lookup(path)
+        if current is not None and current.is_dir():
+            raise NamespaceError(errno.EEXIST, "File exists", path)
+        if existing.link_group is None:
+            existing = replace(existing, link_group=int.from_bytes(os.urandom(8)) >> 1)
+            self.ns.put(existing_path, existing)
+        self.ns.put(path, existing)
+
+    def set_meta(self, path: bytes, entry: TreeEntry) -> None:
+        """Set permissions, ownership, times, xattrs and ACL from `entry`.
+
+        The entry's type, content, symlink target and device number stay as they are.
+        """
+        current = self._existing(path)
+        mode = (current.mode & ~0o7777) | (entry.mode & 0o7777)
+        updated = replace(
+            current, mode=mode, mtime_ns=entry.mtime_ns, uid=entry.uid, gid=entry.gid,
+            user=entry.user, group=entry.group, atime_ns=entry.atime_ns,
+            crtime_ns=entry.crtime_ns, xattrs=entry.xattrs, acl=entry.acl,
+        )  # fmt: skip
+        self.ns.put(path, updated)
+
+    def rename(self, old: bytes, new: bytes) -> None:
+        """Move the entry at `old` to `new`, with POSIX rename rules."""
+        source = self._existing(old)
+        if old == new:
+            return
+        if new.startswith(old + b"/") or not new:
+            raise NamespaceError(errno.EINVAL, "Invalid argument", new)
+        self._check_parent(new)
+        target = self.ns.lookup(new)
+        if target is not None:
+            if source.is_dir() and not target.is_dir():
+                raise NamespaceError(errno.ENOTDIR, "Not a directory", new)
+            if target.is_dir() and not source.is_dir():
+                raise NamespaceError(errno.EISDIR, "Is a directory", new)
+            if target.is_dir() and self.ns.listdir(new):
+                raise NamespaceError(errno.ENOTEMPTY, "Directory not empty", new)
+        self.ns.move(old, new)
+
+    def remove(self, path: bytes) -> None:
+        """Remove a non-directory entry or an empty directory."""
+        current = self._existing(path)
+        if not path:
+            raise NamespaceError(errno.EBUSY, "Device or resource busy", path)
+        if current.is_dir() and self.ns.listdir(path):
+            raise NamespaceError(errno.ENOTEMPTY, "Directory not empty", path)
+        self.ns.remove(path)
+
+    # -- committing --------------------------------------------------------------------
+
+    def commit(self, stats: Mapping[str, int] | None = None) -> Snapshot | None:
+        """Write a snapshot of everything done so far and close the transaction.
+
+        Returns the new snapshot, or None when nothing changed.
+        """
+        snap = self.checkpoint(stats)
+        self.closed = True
+        return snap
+
+    def checkpoint(self, stats: Mapping[str, int] | None = None) -> Snapshot | None:
+        """Commit what is complete so far and keep the transaction open."""
+        self._check_open()
+        volume = self.volume
+        with volume.commit_lock:
+            volume.check_writable()
+            newest = volume.snapshots.latest()
+            newest_id = newest.id if newest is not None else None
+            base_id = self.base.id if self.base is not None else None
+            if not self.ns.root.dirty and self.ns.root_entry == self._base_root:
+                self._adopt(newest)
+                return None
+            target = self.ns
+            if newest_id != base_id:
+                target = volume.namespace(newest)
+                rebase(self.ns, self._base_root, target)
+            root = target.write()
+            volume.backend.flush()
+            self._verify(root)
+            now = time.time_ns()
+            if newest is not None:
+                now = max(now, newest.time_ns + 1000)
+            snap = Snapshot(
+                new_snapshot_id(now), root, now, volume.host, newest_id,
+                self._stats(stats),
+            )  # fmt: skip
+            volume.snapshots.put(snap)
+            self.ns = target
+            self._adopt(snap)
+            return snap
+
+    def abort(self) -> None:
+        """Drop every change not yet committed."""
+        self.closed = True
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _adopt(self, snap: Snapshot | None) -> None:
+        """Continue from `snap` (just written, or newer than our unchanged base)."""
+        moved_on = snap is not None and (self.base is None or snap.id != self.base.id)
+        if moved_on and (self.ns.root.dirty or self.ns.root_entry != snap.root):
+            self.ns = self.volume.namespace(snap)
+        self.base = snap
+        self._base_root = snap.root if snap is not None else empty_root()
+        with self._lock:
+            self._referenced = bytearray()
+            self._files = self._bytes = 0
+
+    def _verify(self, root: TreeEntry) -> None:
+        with self._lock:
+            referenced = bytes(self._referenced)
+        missing = []
+        step = ID_SIZE + 1
+        for pos in range(0, len(referenced), step):
+            ident = referenced[pos + 1 : pos + step]
+            key = block_key(ident) if referenced[pos] == ord("b") else tree_key(ident)
+            if not self.volume.objects.has(key):
+                missing.append(key)
+        if root.subtree is not None and not self.volume.objects.has(tree_key(root.subtree)):
+            missing.append(tree_key(root.subtree))
+        if missing:
+            raise MissingObjectsError(
+                f"commit refused: {len(missing)} object(s) missing after upload, "
+                f"e.g. {missing[0]} (a failed upload; retry the transfer)", key=missing[0]
+            )
+
+    def _stats(self, extra: Mapping[str, int] | None) -> dict[str, int]:
+        with self._lock:
+            stats = {"files": self._files, "bytes": self._bytes}
+        if extra:
+            stats.update(extra)
+        return stats
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise NamespaceError(errno.EBADF, "transaction already closed", b"")
+
+    def _check_parent(self, path: bytes) -> None:
+        self._check_open()
+        parts = split_path(path)
+        if not parts:
+            raise NamespaceError(errno.EEXIST, "File exists", path)
+        if len(parts) == 1 and parts[0] == RESERVED_ROOT_NAME:
+            raise NamespaceError(
+                errno.EROFS, "'.snapshots' is reserved for the read-only snapshot view", path
+            )
+        parent = self.ns.lookup(b"/".join(parts[:-1]))
+        if parent is None:
+            raise NamespaceError(errno.ENOENT, "No such file or directory", path)
+        if not parent.is_dir():
+            raise NamespaceError(errno.ENOTDIR, "Not a directory", path)
+
+    def _existing(self, path: bytes) -> TreeEntry:
+        self._check_open()
+        entry = self.ns.lookup(path)
+        if entry is None:
+            raise NamespaceError(errno.ENOENT, "No such file or directory", path)
+        return entry
+
+
+__all__ = ["NEEDS_IO", "RESERVED_ROOT_NAME", "MissingObjectsError", "Transaction"]

@@ -1,0 +1,292 @@
+"""The namespace: a copy-on-write, lazily loaded view of one snapshot's directory tree.
+
+Theory of operation. A `Namespace` starts from a root entry (a snapshot's, or an empty
+one) and loads directory nodes from tree objects only when a path walks into them.
+Each loaded `DirNode` holds its entries by name and the child nodes loaded so far.
+Mutations change nodes in memory and mark every node on the path dirty; `write()`
+stores the dirty nodes bottom-up as new tree objects (unchanged subtrees keep their
+ids, so a change rewrites only the trees on its path) and returns the new root entry.
+
+States of a node: *unloaded* (`entries is None`, it names `base_tree`), *clean* (loaded,
+equal to `base_tree`), *dirty* (changed since; `base_tree` still names what it was
+loaded from, which is what a rebase diffs against). A new directory is dirty with
+`base_tree = None`.
+
+Concurrency: one lock guards the node graph. Tree objects are fetched *outside* the
+lock and installed under it if still needed, so a slow GET never blocks callers that
+only touch loaded nodes (the async adapter answers those on the event loop via
+`lookup_cached`). Decoded trees are shared between namespaces through `TreeCache`
+(read-only tuples; a node copies them into its own dict).
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from blockstore.volume.blockid import tree_key
+from blockstore.volume.objects import TreeEntry, decode_tree, encode_tree
+from blockstore.volume.objectstore import ObjectStore
+
+
+class NamespaceError(OSError):
+    """A namespace operation failed; `errno` says why (ENOENT, ENOTDIR, EEXIST, ...)."""
+
+    def __init__(self, err: int, message: str, path: bytes) -> None:
+        super().__init__(err, message)
+        self.path = path
+
+
+class _NeedsIO(Exception):
+    """A cached-only lookup reached a node that is not loaded."""
+
+
+_T = TypeVar("_T")
+
+NEEDS_IO = object()  # returned by `lookup_cached` when the answer needs a tree fetch
+
+
+class TreeCache:
+    """A bounded LRU of decoded tree objects, shared by all namespaces of a volume."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._trees: OrderedDict[bytes, tuple[TreeEntry, ...]] = OrderedDict()
+        self._entries = 0
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, objects: ObjectStore, tree_id: bytes) -> tuple[TreeEntry, ...]:
+        with self._lock:
+            found = self._trees.get(tree_id)
+            if found is not None:
+                self._trees.move_to_end(tree_id)
+                return found
+        entries = tuple(decode_tree(objects.get_tree(tree_id), tree_key(tree_id)))
+        with self._lock:
+            if tree_id not in self._trees:
+                self._trees[tree_id] = entries
+                self._entries += len(entries)
+                while self._entries > self._max and len(self._trees) > 1:
+                    _, dropped = self._trees.popitem(last=False)
+                    self._entries -= len(dropped)
+        return entries
+
+
+class DirNode:
+    """One directory of a namespace (see the module docstring for its states)."""
+
+    __slots__ = ("base_tree", "children", "dirty", "entries")
+
+    def __init__(self, base_tree: bytes | None, *, new: bool = False) -> None:
+        self.base_tree = base_tree
+        self.entries: dict[bytes, TreeEntry] | None = {} if base_tree is None else None
+        self.children: dict[bytes, DirNode] = {}
+        self.dirty = new
+
+
+def split_path(path: bytes) -> list[bytes]:
+    """Components of a volume path (b"" is the root)."""
+    return path.split(b"/") if path else []
+
+
+class Namespace:
+    """A mutable view of one directory tree (see the module docstring)."""
+
+    def __init__(self, objects: ObjectStore, cache: TreeCache, root: TreeEntry) -> None:
+        self.objects = objects
+        self.cache = cache
+        self.root_entry = root
+        self.root = DirNode(root.subtree)
+        self.lock = threading.RLock()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def lookup(self, path: bytes) -> TreeEntry | None:
+        """The entry at `path` (the root entry for b""), or None."""
+        parts = split_path(path)
+        if not parts:
+            return self.root_entry
+        try:
+            node = self._node_at(parts[:-1])
+        except NamespaceError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
+        entries = self._entries(node)
+        with self.lock:
+            return entries.get(parts[-1])
+
+    def lookup_cached(self, path: bytes) -> TreeEntry | object | None:
+        """Like `lookup`, but return NEEDS_IO instead of fetching a tree."""
+        try:
+            with self.lock:
+                return self._lookup_loaded(split_path(path))
+        except _NeedsIO:
+            return NEEDS_IO
+
+    def listdir(self, path: bytes) -> list[TreeEntry]:
+        """The entries of directory `path`, sorted by name."""
+        node = self._node_at(split_path(path))
+        entries = self._entries(node)
+        with self.lock:
+            return sorted(entries.values(), key=_name)
+
+    # -- changing --------------------------------------------------------------------
+
+    def put(self, path: bytes, entry: TreeEntry) -> None:
+        """Set the entry at `path` (its parent directory must exist).
+
+        A directory entry gets a node of its own: an empty new one when it has no
+        `subtree`, or one that loads `subtree` lazily.
+        """
+        parts = split_path(path)
+        if not parts:
+            with self.lock:
+                self.root_entry = replace(entry, name=b"", subtree=self.root_entry.subtree)
+                self.root.dirty = True
+            return
+        self._mutate(parts, lambda node, name: self._set(node, name, entry))
+
+    def update_root(self, entry: TreeEntry) -> None:
+        """Replace the root entry's metadata (keeps the tree)."""
+        self.put(b"", entry)
+
+    def remove(self, path: bytes) -> TreeEntry:
+        """Remove and return the entry at `path` (ENOENT if absent)."""
+        parts = split_path(path)
+        if not parts:
+            raise NamespaceError(errno.EBUSY, "Cannot remove the root directory", path)
+
+        def pop(node: DirNode, name: bytes) -> TreeEntry:
+            assert node.entries is not None
+            entry = node.entries.pop(name, None)
+            if entry is None:
+                raise NamespaceError(errno.ENOENT, "No such file or directory", path)
+            node.children.pop(name, None)
+            return entry
+
+        return self._mutate(parts, pop)
+
+    def move(self, old: bytes, new: bytes) -> None:
+        """Move the entry at `old` (with any unwritten changes below it) to `new`."""
+        old_parts, new_parts = split_path(old), split_path(new)
+        new_parent = self._node_at(new_parts[:-1])
+        self._entries(new_parent)
+        old_parent = self._node_at(old_parts[:-1])
+        self._entries(old_parent)
+        with self.lock:
+            assert old_parent.entries is not None and new_parent.entries is not None
+            entry = old_parent.entries.pop(old_parts[-1])
+            child = old_parent.children.pop(old_parts[-1], None)
+            new_parent.entries[new_parts[-1]] = entry.renamed(new_parts[-1])
+            new_parent.children.pop(new_parts[-1], None)
+            if child is not None:
+                new_parent.children[new_parts[-1]] = child
+            self._mark_dirty(old_parts[:-1])
+            self._mark_dirty(new_parts[:-1])
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self) -> TreeEntry:
+        """Store every dirty directory (bottom-up); return the new root entry."""
+        with self.lock:
+            if self.root.dirty:
+                self.root_entry = replace(self.root_entry, subtree=self._write_node(self.root))
+            return self.root_entry
+
+    def _write_node(self, node: DirNode) -> bytes | None:
+        assert node.entries is not None
+        for name, child in node.children.items():
+            if child.dirty:
+                node.entries[name] = replace(node.entries[name], subtree=self._write_node(child))
+        node.dirty = False
+        if not node.entries:
+            node.base_tree = None
+            return None
+        tree_id = self.objects.put_tree(encode_tree(sorted(node.entries.values(), key=_name)))
+        node.base_tree = tree_id
+        return tree_id
+
+    # -- internals -------------------------------------------------------------------
+
+    def _entries(self, node: DirNode) -> dict[bytes, TreeEntry]:
+        """Load `node` if needed (fetching outside the lock) and return its entries."""
+        entries = node.entries
+        if entries is not None:
+            return entries
+        assert node.base_tree is not None
+        loaded = self.cache.get(self.objects, node.base_tree)
+        with self.lock:
+            if node.entries is None:
+                node.entries = {entry.name: entry for entry in loaded}
+            return node.entries
+
+    def _child(self, node: DirNode, name: bytes, path: list[bytes]) -> DirNode:
+        entries = self._entries(node)
+        with self.lock:
+            child = node.children.get(name)
+            if child is not None:
+                return child
+            entry = entries.get(name)
+            if entry is None:
+                raise NamespaceError(errno.ENOENT, "No such file or directory", b"/".join(path))
+            if not entry.is_dir():
+                raise NamespaceError(errno.ENOTDIR, "Not a directory", b"/".join(path))
+            child = node.children[name] = DirNode(entry.subtree)
+            return child
+
+    def _node_at(self, parts: list[bytes]) -> DirNode:
+        node = self.root
+        for depth, name in enumerate(parts):
+            node = self._child(node, name, parts[: depth + 1])
+        self._entries(node)
+        return node
+
+    def _lookup_loaded(self, parts: list[bytes]) -> TreeEntry | None:
+        if not parts:
+            return self.root_entry
+        node = self.root
+        for name in parts[:-1]:
+            if node.entries is None:
+                raise _NeedsIO
+            child = node.children.get(name)
+            if child is None:
+                entry = node.entries.get(name)
+                if entry is None or not entry.is_dir():
+                    return None
+                if entry.subtree is not None:
+                    raise _NeedsIO
+                child = node.children[name] = DirNode(None)
+            node = child
+        if node.entries is None:
+            raise _NeedsIO
+        return node.entries.get(parts[-1])
+
+    def _mutate(self, parts: list[bytes], change: Callable[[DirNode, bytes], _T]) -> _T:
+        parent = self._node_at(parts[:-1])
+        with self.lock:
+            result = change(parent, parts[-1])
+            self._mark_dirty(parts[:-1])
+            return result
+
+    def _set(self, node: DirNode, name: bytes, entry: TreeEntry) -> None:
+        assert node.entries is not None
+        node.entries[name] = entry.renamed(name) if entry.name != name else entry
+        node.children.pop(name, None)
+        if entry.is_dir() and entry.subtree is None:
+            node.children[name] = DirNode(None, new=True)
+
+    def _mark_dirty(self, parts: list[bytes]) -> None:
+        node = self.root
+        node.dirty = True
+        for name in parts:
+            node = node.children[name]
+            node.dirty = True
+
+
+def _name(entry: TreeEntry) -> bytes:
+    return entry.name

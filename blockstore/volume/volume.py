@@ -1,0 +1,177 @@
+"""The volume: one store's namespace, snapshots and file pipelines, over a layer stack.
+
+Theory of operation. A `Volume` wraps the top of a store stack (`backend`: objects are
+compressed and encrypted one by one, then packed) and, when it may write, the lease on
+`raw`. It hands out:
+- `Transaction`s (writable overlays on the newest snapshot; commits are serialised by
+  `commit_lock` so concurrent sessions of one process rebase onto each other),
+- read-only `Namespace`s of any snapshot (what read sessions, `ls`, `cat` and FUSE use),
+- `FileBuilder`s and `FileReader`s (file content in and out).
+The volume core is synchronous and thread-safe; async callers go through an executor.
+CPU-heavy per-block work (hashing, compression, encryption) runs on `pool`, a small
+thread pool (the C libraries release the GIL), bounded per file by the builder.
+
+`open_volume(url, ...)` opens a store through `blockstore.factory.open_store` with the
+pack layer and returns a volume that owns (and closes) the stack.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blockstore.backend import Backend, StoreError
+from blockstore.volume.blockid import BlockHasher
+from blockstore.volume.chunker import ChunkParams
+from blockstore.volume.files import FileBuilder, FileReader
+from blockstore.volume.objects import Content
+from blockstore.volume.objectstore import ObjectStore
+from blockstore.volume.snapshots import Snapshot, SnapshotStore, empty_root
+from blockstore.volume.transaction import Transaction
+from blockstore.volume.tree import Namespace, TreeCache
+
+if TYPE_CHECKING:
+    from blockstore.factory import StoreStack
+    from blockstore.volume.lease import Lease
+
+DEFAULT_PACK_SIZE = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeParams:
+    """The volume's store parameters, fixed at `init` (kept in `config.volume`)."""
+
+    chunk: ChunkParams = field(default_factory=ChunkParams)
+    pack_size: int = DEFAULT_PACK_SIZE
+    md5: bool = False
+
+    @classmethod
+    def from_config(cls, volume: Mapping[str, Any]) -> VolumeParams:
+        return cls(
+            chunk=ChunkParams.from_config(volume),
+            pack_size=int(volume.get("pack_size", DEFAULT_PACK_SIZE)),
+            md5=bool(volume.get("md5", False)),
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return {"chunker": self.chunk.to_config(), "pack_size": self.pack_size, "md5": self.md5}
+
+
+class Volume:
+    """One open store seen as a versioned file tree (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        params: VolumeParams | None = None,
+        id_key: bytes | None = None,
+        stack: StoreStack | None = None,
+        host: str | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.backend = backend
+        self.params = params or VolumeParams()
+        self.chunk_params = self.params.chunk.with_secret_seed(id_key)
+        self.stack = stack
+        self.host = host or socket.gethostname()
+        self.objects = ObjectStore(backend, BlockHasher(id_key))
+        self.snapshots = SnapshotStore(backend)
+        self.trees = TreeCache()
+        self.commit_lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="volume")
+        self.lease: Lease | None = None
+
+    @classmethod
+    def from_stack(cls, stack: StoreStack, **kwargs: Any) -> Volume:
+        """A volume over an open store stack (which it will close)."""
+        params = VolumeParams.from_config(stack.config.volume)
+        return cls(stack.backend, params=params, id_key=stack.keys.id_key, stack=stack, **kwargs)
+
+    # -- snapshots and namespaces --------------------------------------------------------
+
+    def latest(self) -> Snapshot | None:
+        return self.snapshots.latest()
+
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        """The snapshot `snapshot_id`, or the newest one whose id starts with it."""
+        if snapshot_id in ("latest", ""):
+            found = self.latest()
+            if found is None:
+                raise StoreError("the store has no snapshots yet", key="snapshots/")
+            return found
+        ids = [i for i in self.snapshots.ids() if i.startswith(snapshot_id)]
+        if not ids:
+            raise StoreError(f"no snapshot {snapshot_id!r}", key="snapshots/" + snapshot_id)
+        return self.snapshots.load(ids[-1])
+
+    def namespace(self, snap: Snapshot | None) -> Namespace:
+        """A fresh namespace of `snap` (an empty tree for None)."""
+        root = snap.root if snap is not None else empty_root()
+        return Namespace(self.objects, self.trees, root)
+
+    def begin(self) -> Transaction:
+        """A new transaction on the newest snapshot."""
+        return Transaction(self, self.latest())
+
+    def check_writable(self) -> None:
+        """Raise unless this volume may commit (its lease, when it has one, is valid)."""
+        if self.lease is not None:
+            self.lease.verify()
+
+    # -- file content ----------------------------------------------------------------------
+
+    def new_file(self) -> FileBuilder:
+        return FileBuilder(self.objects, self.chunk_params, self.pool, md5=self.params.md5)
+
+    def reader(self, content: Content) -> FileReader:
+        return FileReader(self.objects, content)
+
+    # -- figures -------------------------------------------------------------------------
+
+    def request_stats(self) -> dict[str, int]:
+        """Backend request counters since the stack was opened (empty without a stack)."""
+        if self.stack is None:
+            return {}
+        return self.stack.stats.snapshot().to_dict()
+
+    def close(self) -> None:
+        """Release the lease, stop the pool and close the stack (if this volume owns it)."""
+        try:
+            self.pool.shutdown(wait=True)
+            if self.lease is not None:
+                self.lease.release()
+                self.lease = None
+        finally:
+            if self.stack is not None:
+                self.stack.close()
+
+
+def open_volume(
+    url: str,
+    *,
+    passphrase: bytes | None = None,
+    key_file: str | None = None,
+    state_dir: str | Path | None = None,
+    read_only: bool = False,
+    **options: Any,
+) -> Volume:
+    """Open the store at `url` (with the pack layer) as a volume."""
+    from blockstore.factory import open_store
+    from blockstore.layers.pack import pack_layer_factory
+
+    stack = open_store(
+        url, passphrase=passphrase, key_file=key_file, state_dir=state_dir,
+        pack_layer=pack_layer_factory, read_only=read_only, **options,
+    )  # fmt: skip
+    try:
+        return Volume.from_stack(stack, workers=min(4, os.cpu_count() or 2))
+    except BaseException:
+        stack.close()
+        raise

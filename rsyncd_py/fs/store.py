@@ -1,0 +1,508 @@
+"""`FileSystem` over the block store's volume: what rsync sessions push into and pull from.
+
+Theory of operation. The volume core (`blockstore.volume`) is synchronous and
+thread-safe; this module is its thin async facade.
+
+- **One volume per process.** `StoreProvider.open` opens the store once (with the pack
+  layer). A writable session gets its own `Transaction` on the newest snapshot; a
+  read-only session gets a namespace of the newest snapshot. The store lease is taken
+  when the first writable session starts and released when the last one ends, so
+  maintenance commands (gc, forget) can run while the server is idle.
+- **Threads.** Blocking work (tree fetches, block I/O, commits) runs on a bounded
+  executor. Lookups whose directories are already loaded are answered on the event
+  loop (`lookup_cached`), which is what makes a file-list walk cheap.
+- **Writes** are batched to 1 MiB on the event loop and handed to the file's builder
+  one batch at a time, while the next batch fills: network and store overlap, and at
+  most one batch per file waits (the builder's pool and the pack layer's upload queue
+  bound the rest), so a 10 GiB push stays within a small, fixed amount of memory.
+- **Reads** fetch blocks on the executor; `stream` keeps `READ_AHEAD` blocks in flight
+  ahead of the consumer so GETs overlap with sending.
+- **Checkpoints.** After any completed operation, if `CHECKPOINT_SECONDS` have passed
+  since the last commit, the session commits what it has so far (whole operations
+  only: an open file writer is not part of the namespace until its commit).
+- **`/.snapshots`.** The path `.snapshots` at the root is a virtual read-only directory:
+  one subdirectory per snapshot id (mtime = snapshot time) showing that snapshot's
+  tree. It is not listed in the root (a recursive pull of `/` must not copy history)
+  and cannot be created; anything that would write under it fails with EROFS.
+
+Every error leaves as `FsError` with the errno and a message naming the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from blockstore.backend import StoreError
+from blockstore.volume import (
+    NEEDS_IO,
+    RESERVED_ROOT_NAME,
+    FileBuilder,
+    FileReader,
+    Lease,
+    Namespace,
+    Snapshot,
+    Transaction,
+    TreeEntry,
+    Volume,
+    open_volume,
+)
+from rsyncd_py.fs.base import FsError, Stat
+from rsyncd_py.fs.factory import StoreOptions
+
+CHECKPOINT_SECONDS = 60.0
+WRITE_BATCH = 1 << 20
+READ_AHEAD = 8
+_SNAPSHOT_DIR_MODE = 0o040555
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+_AsyncFn = Callable[_P, Awaitable[_T]]
+
+
+def _fs_errors(path_arg: int = 1) -> Callable[[_AsyncFn[_P, _T]], _AsyncFn[_P, _T]]:
+    """Decorate an async method so OSError/StoreError leave as FsError naming the path."""
+
+    def wrap(fn: _AsyncFn[_P, _T]) -> _AsyncFn[_P, _T]:
+        @functools.wraps(fn)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return await fn(*args, **kwargs)
+            except FsError:
+                raise
+            except StoreError as exc:
+                raise FsError(exc.errno, str(exc), _path_of(args, path_arg)) from exc
+            except OSError as exc:
+                path = getattr(exc, "path", None) or _path_of(args, path_arg)
+                raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc), path) from exc
+
+        return wrapper
+
+    return wrap
+
+
+def _path_of(args: tuple[Any, ...], index: int) -> bytes:
+    """The path argument of a decorated call (or the writer's own path)."""
+    if len(args) > index and isinstance(args[index], bytes):
+        return args[index]
+    return getattr(args[0], "_path", b"") if args else b""
+
+
+def to_stat(entry: TreeEntry) -> Stat:
+    """The rsync-facing `Stat` of a tree entry."""
+    return Stat(
+        mode=entry.mode, size=entry.size, mtime_ns=entry.mtime_ns, uid=entry.uid,
+        gid=entry.gid, user=entry.user, group=entry.group, rdev=entry.rdev,
+        link_target=entry.link_target, atime_ns=entry.atime_ns, crtime_ns=entry.crtime_ns,
+        link_key=("store", entry.link_group) if entry.link_group is not None else None,
+        xattrs=entry.xattrs, acl=entry.acl,
+    )  # fmt: skip
+
+
+def to_entry(name: bytes, st: Stat) -> TreeEntry:
+    """The tree entry (without content) for `st`."""
+    return TreeEntry(
+        name=name, mode=st.mode, mtime_ns=st.mtime_ns, uid=st.uid, gid=st.gid,
+        user=st.user, group=st.group, rdev=st.rdev, link_target=st.link_target,
+        atime_ns=st.atime_ns, crtime_ns=st.crtime_ns, xattrs=tuple(st.xattrs), acl=st.acl,
+    )  # fmt: skip
+
+
+def _check_path(path: bytes) -> list[bytes]:
+    parts = path.split(b"/") if path else []
+    for part in parts:
+        if part in (b"", b".", b"..") or b"\0" in part:
+            raise FsError(errno.EINVAL, "Invalid argument (unsafe path)", path)
+    return parts
+
+
+class StoreFileReader:
+    """A file of the store opened for reading (a `FileReader`)."""
+
+    def __init__(self, fs: StoreFileSystem, reader: FileReader) -> None:
+        self._fs = fs
+        self._reader = reader
+        self.size = reader.size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return await self._fs.run(self._reader.read, offset, length)
+
+    async def stream(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Yield the content in order, fetching up to READ_AHEAD blocks ahead."""
+        blocks = self._reader.blocks(0)
+        inflight: deque[asyncio.Future[bytes]] = deque()
+        exhausted = False
+        pending = bytearray()
+        try:
+            while True:
+                while not exhausted and len(inflight) < READ_AHEAD:
+                    found = await self._fs.run(next, blocks, None)
+                    if found is None:
+                        exhausted = True
+                        break
+                    block_id, _offset, length = found
+                    inflight.append(self._fs.submit(self._reader.fetch, block_id, length))
+                if not inflight:
+                    break
+                pending += await inflight.popleft()
+                while len(pending) >= chunk_size:
+                    yield bytes(pending[:chunk_size])
+                    del pending[:chunk_size]
+            if pending:
+                yield bytes(pending)
+        finally:
+            for future in inflight:
+                future.cancel()
+
+    async def close(self) -> None:
+        """Nothing to release (blocks are fetched per read)."""
+
+
+class StoreFileWriter:
+    """A new file being written into the store (a `FileWriter`)."""
+
+    def __init__(self, fs: StoreFileSystem, path: bytes, builder: FileBuilder) -> None:
+        self._fs = fs
+        self._path = path
+        self._builder = builder
+        self._batch = bytearray()
+        self._job: asyncio.Future[None] | None = None
+        self._done = False
+
+    async def write(self, data: bytes | memoryview) -> None:
+        self._batch += data
+        if len(self._batch) >= WRITE_BATCH:
+            await self._hand_over()
+
+    async def write_zeros(self, length: int) -> None:
+        await self._hand_over()
+        await self._wait()
+        await self._fs.run(self._builder.write_zeros, length)
+
+    async def _hand_over(self) -> None:
+        """Give the filled batch to the builder; wait only for the previous batch."""
+        if not self._batch:
+            return
+        await self._wait()
+        batch, self._batch = bytes(self._batch), bytearray()
+        self._job = self._fs.submit(self._builder.write, batch)
+
+    async def _wait(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            await job
+
+    @_fs_errors()
+    async def commit(self, st: Stat) -> None:
+        if self._done:
+            raise FsError(errno.EINVAL, "file writer already finished", self._path)
+        try:
+            await self._hand_over()
+            await self._wait()
+            if self._builder.size != st.size:
+                written_size = self._builder.size
+                raise FsError(
+                    errno.EINVAL, f"commit of {st.size} bytes after {written_size}", self._path
+                )
+            written = await self._fs.run(self._builder.finish)
+            entry = to_entry(self._path.rpartition(b"/")[2], st)
+            await self._fs.run(self._fs.tx_put_file, self._path, entry, written)
+        except BaseException:
+            await self.abort()
+            raise
+        self._done = True
+        self._fs.writers.discard(self)
+        await self._fs.after_operation()
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._fs.writers.discard(self)
+        job, self._job = self._job, None
+        if job is not None:
+            await asyncio.gather(job, return_exceptions=True)
+        await self._fs.run(self._builder.abort)
+
+
+class StoreFileSystem:
+    """One session's view of the volume (see the module docstring)."""
+
+    def __init__(
+        self,
+        provider: StoreProvider,
+        *,
+        tx: Transaction | None = None,
+        view: Namespace | None = None,
+    ) -> None:
+        self._provider = provider
+        self.volume = provider.volume
+        self.tx = tx
+        self.read_only = tx is None
+        self._ns: Namespace = tx.ns if tx is not None else view  # type: ignore[assignment]
+        self._snapshots: dict[str, Snapshot] | None = None
+        self._snapshot_views: dict[str, Namespace] = {}
+        self.writers: set[StoreFileWriter] = set()
+        self._last_checkpoint = time.monotonic()
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        return asyncio.get_running_loop().run_in_executor(self._provider.executor, fn, *args)
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await self.submit(fn, *args)
+
+    def tx_put_file(self, path: bytes, entry: TreeEntry, written: Any) -> None:
+        assert self.tx is not None
+        self.tx.put_file(path, entry, written)
+
+    async def after_operation(self) -> None:
+        """Commit a checkpoint if one is due (called between whole operations)."""
+        if self.tx is None or time.monotonic() - self._last_checkpoint < CHECKPOINT_SECONDS:
+            return
+        self._last_checkpoint = time.monotonic()
+        await self.run(self.tx.checkpoint, self._provider.session_stats())
+        self._ns = self.tx.ns
+
+    def _writable(self, path: bytes) -> Transaction:
+        parts = _check_path(path)
+        if parts and parts[0] == RESERVED_ROOT_NAME:
+            raise FsError(errno.EROFS, "Read-only file system (snapshot view)", path)
+        if self.tx is None:
+            raise FsError.read_only(path)
+        return self.tx
+
+    async def _lookup(self, path: bytes) -> TreeEntry | None:
+        """The entry at `path` in this session's tree or the snapshot view."""
+        parts = _check_path(path)
+        if parts and parts[0] == RESERVED_ROOT_NAME:
+            return await self._snapshot_lookup(parts)
+        ns = self.tx.ns if self.tx is not None else self._ns
+        found = ns.lookup_cached(path)
+        if found is NEEDS_IO:
+            return await self.run(ns.lookup, path)
+        return found  # type: ignore[return-value]
+
+    # -- /.snapshots ---------------------------------------------------------------------
+
+    async def _snapshot_list(self, refresh: bool = False) -> dict[str, Snapshot]:
+        if self._snapshots is None or refresh:
+            snaps = await self.run(lambda: list(self.volume.snapshots.all()))
+            self._snapshots = {snap.id: snap for snap in snaps}
+        return self._snapshots
+
+    async def _snapshot_view(self, snapshot_id: bytes) -> tuple[Snapshot, Namespace] | None:
+        text = snapshot_id.decode(errors="replace")
+        snaps = await self._snapshot_list()
+        if text not in snaps:
+            snaps = await self._snapshot_list(refresh=True)
+        snap = snaps.get(text)
+        if snap is None:
+            return None
+        view = self._snapshot_views.get(text)
+        if view is None:
+            view = self._snapshot_views[text] = self.volume.namespace(snap)
+        return snap, view
+
+    async def _snapshot_lookup(self, parts: list[bytes]) -> TreeEntry | None:
+        if len(parts) == 1:
+            snaps = await self._snapshot_list()
+            newest = max((s.time_ns for s in snaps.values()), default=0)
+            return TreeEntry(RESERVED_ROOT_NAME, _SNAPSHOT_DIR_MODE, mtime_ns=newest)
+        found = await self._snapshot_view(parts[1])
+        if found is None:
+            return None
+        snap, view = found
+        if len(parts) == 2:
+            return TreeEntry(parts[1], snap.root.mode, mtime_ns=snap.time_ns, uid=snap.root.uid,
+                             gid=snap.root.gid, user=snap.root.user, group=snap.root.group)
+        return await self.run(view.lookup, b"/".join(parts[2:]))
+
+    async def _snapshot_listdir(self, parts: list[bytes], path: bytes) -> list[TreeEntry]:
+        if len(parts) == 1:
+            snaps = await self._snapshot_list(refresh=True)
+            return [
+                TreeEntry(s.id.encode(), s.root.mode, mtime_ns=s.time_ns, uid=s.root.uid,
+                          gid=s.root.gid, user=s.root.user, group=s.root.group)
+                for s in sorted(snaps.values(), key=lambda s: s.id)
+            ]
+        found = await self._snapshot_view(parts[1])
+        if found is None:
+            raise FsError.not_found(path)
+        return await self.run(found[1].listdir, b"/".join(parts[2:]))
+
+    # -- reading -------------------------------------------------------------------------
+
+    @_fs_errors()
+    async def lstat(self, path: bytes) -> Stat | None:
+        entry = await self._lookup(path)
+        return to_stat(entry) if entry is not None else None
+
+    @_fs_errors()
+    async def listdir(self, path: bytes) -> Sequence[tuple[bytes, Stat]]:
+        parts = _check_path(path)
+        if parts and parts[0] == RESERVED_ROOT_NAME:
+            entries = await self._snapshot_listdir(parts, path)
+        else:
+            entry = await self._lookup(path)
+            if entry is None:
+                raise FsError.not_found(path)
+            if not entry.is_dir():
+                raise FsError(errno.ENOTDIR, "Not a directory", path)
+            ns = self.tx.ns if self.tx is not None else self._ns
+            entries = await self.run(ns.listdir, path)
+        return [(entry.name, to_stat(entry)) for entry in entries]
+
+    @_fs_errors()
+    async def open_read(self, path: bytes) -> StoreFileReader:
+        entry = await self._lookup(path)
+        if entry is None:
+            raise FsError.not_found(path)
+        if not entry.is_file() or entry.content is None:
+            err = errno.EISDIR if entry.is_dir() else errno.EINVAL
+            raise FsError(err, "Is a directory" if entry.is_dir() else "Not a regular file", path)
+        return StoreFileReader(self, self.volume.reader(entry.content))
+
+    # -- writing -------------------------------------------------------------------------
+
+    @_fs_errors()
+    async def create(self, path: bytes) -> StoreFileWriter:
+        tx = self._writable(path)
+        await self.run(tx.check_new_file, path)
+        writer = StoreFileWriter(self, path, self.volume.new_file())
+        self.writers.add(writer)
+        return writer
+
+    @_fs_errors()
+    async def mkdir(self, path: bytes, st: Stat) -> None:
+        tx = self._writable(path)
+        await self.run(tx.mkdir, path, to_entry(_basename(path), st))
+        await self.after_operation()
+
+    @_fs_errors()
+    async def symlink(self, path: bytes, st: Stat) -> None:
+        tx = self._writable(path)
+        if st.link_target is None:
+            raise FsError(errno.EINVAL, "symlink without a target", path)
+        await self.run(tx.put_special, path, to_entry(_basename(path), st))
+        await self.after_operation()
+
+    @_fs_errors()
+    async def mknod(self, path: bytes, st: Stat) -> None:
+        tx = self._writable(path)
+        await self.run(tx.put_special, path, to_entry(_basename(path), st))
+        await self.after_operation()
+
+    @_fs_errors()
+    async def link(self, path: bytes, existing: bytes) -> None:
+        tx = self._writable(path)
+        self._writable(existing)
+        await self.run(tx.link, path, existing)
+        await self.after_operation()
+
+    @_fs_errors()
+    async def set_stat(self, path: bytes, st: Stat) -> None:
+        tx = self._writable(path)
+        await self.run(tx.set_meta, path, to_entry(_basename(path), st))
+        await self.after_operation()
+
+    @_fs_errors()
+    async def rename(self, old: bytes, new: bytes) -> None:
+        tx = self._writable(new)
+        self._writable(old)
+        await self.run(tx.rename, old, new)
+        await self.after_operation()
+
+    @_fs_errors()
+    async def remove(self, path: bytes) -> None:
+        tx = self._writable(path)
+        await self.run(tx.remove, path)
+        await self.after_operation()
+
+    @_fs_errors()
+    async def close(self, success: bool) -> None:
+        """Commit the session (success) or drop its uncommitted changes."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for writer in list(self.writers):
+                await writer.abort()
+            if self.tx is not None:
+                if success:
+                    await self.run(self.tx.commit, self._provider.session_stats())
+                else:
+                    self.tx.abort()
+        finally:
+            if self.tx is not None:
+                await self._provider.release_writer()
+
+
+def _basename(path: bytes) -> bytes:
+    return path.rpartition(b"/")[2]
+
+
+class StoreProvider:
+    """Sessions over one volume per process (see the module docstring)."""
+
+    def __init__(self, volume: Volume, *, force: bool = False, workers: int = 8) -> None:
+        self.volume = volume
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="store-fs")
+        self._force = force
+        self._writers = 0
+        self._lease_lock = asyncio.Lock()
+        self._requests_at_open = volume.request_stats()
+
+    @classmethod
+    def open(cls, options: StoreOptions) -> StoreProvider:
+        """Open the store `options` names (raises StoreError with a clear message)."""
+        return cls(open_volume(options.url, key_file=options.key_file, state_dir=options.cache_dir))
+
+    def session_stats(self) -> dict[str, int]:
+        """Request counters of this process since it opened the store (for snapshots)."""
+        now = self.volume.request_stats()
+        return {f"req_{k}": v - self._requests_at_open.get(k, 0) for k, v in now.items()}
+
+    async def open_session(self, *, writable: bool, user: str | None = None) -> StoreFileSystem:
+        """A transaction on the newest snapshot (writable) or a view of it."""
+        loop = asyncio.get_running_loop()
+        if not writable:
+            latest = await loop.run_in_executor(self.executor, self.volume.latest)
+            return StoreFileSystem(self, view=self.volume.namespace(latest))
+        async with self._lease_lock:
+            if self._writers == 0 and self.volume.stack is not None:
+                lease = self.volume.lease or Lease(self.volume.stack.raw)
+                try:
+                    acquire = functools.partial(lease.acquire, force=self._force)
+                    await loop.run_in_executor(self.executor, acquire)
+                except StoreError as exc:
+                    raise FsError(exc.errno, str(exc), b"") from exc
+                self.volume.lease = lease
+            self._writers += 1
+        tx = await loop.run_in_executor(self.executor, self.volume.begin)
+        return StoreFileSystem(self, tx=tx)
+
+    async def release_writer(self) -> None:
+        async with self._lease_lock:
+            self._writers -= 1
+            if self._writers == 0 and self.volume.lease is not None:
+                lease, self.volume.lease = self.volume.lease, None
+                await asyncio.get_running_loop().run_in_executor(self.executor, lease.release)
+
+    async def aclose(self) -> None:
+        """Close the volume (flushes, drops the lease) and stop the executor."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self.volume.close)
+        finally:
+            self.executor.shutdown(wait=False)

@@ -1,0 +1,162 @@
+"""The store file system: the shared contract plus what only the store does.
+
+Runs the contract over a volume on a plain memory backend and over a real store (a
+local-directory store opened through the factory with the pack layer, so the lease,
+packs and index are in the loop). Store-only behaviour: the `/.snapshots` view,
+checkpoints, rollback on close(False), concurrent sessions rebasing, dedup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from blockstore.backends.memory import MemoryBackend
+from blockstore.factory import create_store
+from blockstore.volume import Volume, VolumeParams
+from rsyncd_py.fs import store as store_fs
+from rsyncd_py.fs.base import FileSystem
+from rsyncd_py.fs.factory import StoreOptions
+from rsyncd_py.fs.store import StoreProvider
+from tests.fs.contract import (
+    FileSystemContract,
+    async_test,
+    dir_stat,
+    expect_errno,
+    file_stat,
+    read_file,
+    write_file,
+)
+
+
+class ProviderEnv:
+    """Sessions from one `StoreProvider`, closed with the test."""
+
+    def __init__(self, make: object) -> None:
+        self._make = make
+        self.provider: StoreProvider | None = None
+
+    async def open(self, writable: bool) -> FileSystem:
+        if self.provider is None:
+            self.provider = self._make()  # type: ignore[operator]
+        return await self.provider.open_session(writable=writable)
+
+    def close(self) -> None:
+        if self.provider is not None:
+            asyncio.run(self.provider.aclose())
+
+
+@pytest.fixture(params=["memory"])
+def fs_env(request: pytest.FixtureRequest, tmp_path: Path) -> ProviderEnv:
+    if request.param == "memory":
+        env = ProviderEnv(lambda: StoreProvider(Volume(MemoryBackend())))
+    else:
+        url = str(tmp_path / "store")
+        create_store(url, volume=VolumeParams().to_config())
+        options = StoreOptions(url=url, cache_dir=str(tmp_path / "state"))
+        env = ProviderEnv(lambda: StoreProvider.open(options))
+    yield env
+    env.close()
+
+
+class TestStoreFileSystemContract(FileSystemContract):
+    pass
+
+
+@async_test
+async def test_snapshot_view(fs_env: ProviderEnv) -> None:
+    fs = await fs_env.open(True)
+    await write_file(fs, b"f", b"version one")
+    await fs.close(True)
+    fs = await fs_env.open(True)
+    await write_file(fs, b"f", b"version two")
+    await fs.close(True)
+
+    ro = await fs_env.open(False)
+    assert [name for name, _ in await ro.listdir(b"")] == [b"f"]  # no .snapshots entry
+    snap_dir = await ro.lstat(b".snapshots")
+    assert snap_dir is not None and snap_dir.is_dir()
+    ids = [name for name, _ in await ro.listdir(b".snapshots")]
+    assert len(ids) == 2 and ids == sorted(ids)
+    assert await read_file(ro, b".snapshots/" + ids[0] + b"/f") == b"version one"
+    assert await read_file(ro, b".snapshots/" + ids[1] + b"/f") == b"version two"
+    assert await ro.lstat(b".snapshots/nonexistent") is None
+    await ro.close(True)
+
+    rw = await fs_env.open(True)
+    await expect_errno(errno.EROFS, rw.create(b".snapshots/" + ids[0] + b"/g"))
+    await expect_errno(errno.EROFS, rw.mkdir(b".snapshots", dir_stat()))
+    await expect_errno(errno.EROFS, rw.remove(b".snapshots/" + ids[0] + b"/f"))
+    await rw.close(True)
+
+
+@async_test
+async def test_close_without_success_keeps_only_committed_state(fs_env: ProviderEnv) -> None:
+    fs = await fs_env.open(True)
+    await write_file(fs, b"kept", b"1")
+    await fs.close(True)
+    fs = await fs_env.open(True)
+    await write_file(fs, b"dropped", b"2")
+    await fs.remove(b"kept")
+    await fs.close(False)
+    ro = await fs_env.open(False)
+    assert [name for name, _ in await ro.listdir(b"")] == [b"kept"]
+    await ro.close(True)
+
+
+@async_test
+async def test_checkpoints_commit_whole_operations(
+    fs_env: ProviderEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_fs, "CHECKPOINT_SECONDS", 0.0)
+    fs = await fs_env.open(True)
+    await write_file(fs, b"a", b"first")
+    writer = await fs.create(b"b")
+    await writer.write(b"in progress")
+    await fs.mkdir(b"d", dir_stat())  # completes an operation: checkpoint
+    ro = await fs_env.open(False)
+    names = [name for name, _ in await ro.listdir(b"")]
+    assert names == [b"a", b"d"]  # b is still being written: not in the checkpoint
+    await ro.close(True)
+    await writer.commit(file_stat(len(b"in progress")))
+    await fs.close(False)  # the session dies: checkpoints stay
+    ro = await fs_env.open(False)
+    assert [name for name, _ in await ro.listdir(b"")] == [b"a", b"b", b"d"]
+    await ro.close(True)
+
+
+@async_test
+async def test_concurrent_sessions_rebase(fs_env: ProviderEnv) -> None:
+    one = await fs_env.open(True)
+    two = await fs_env.open(True)
+    await one.mkdir(b"shared", dir_stat())
+    await two.mkdir(b"shared", dir_stat())
+    await write_file(one, b"shared/from-one", b"1")
+    await write_file(two, b"shared/from-two", b"2")
+    await write_file(two, b"top-two", b"2")
+    await one.close(True)
+    await two.close(True)
+    ro = await fs_env.open(False)
+    assert [n for n, _ in await ro.listdir(b"shared")] == [b"from-one", b"from-two"]
+    assert [n for n, _ in await ro.listdir(b"")] == [b"shared", b"top-two"]
+    await ro.close(True)
+
+
+@async_test
+async def test_same_content_twice_is_stored_once(fs_env: ProviderEnv) -> None:
+    data = os.urandom(2 << 20)
+    fs = await fs_env.open(True)
+    await write_file(fs, b"one", data)
+    await fs.close(True)
+    assert fs_env.provider is not None
+    counters = fs_env.provider.volume.objects.counters
+    stored = counters.bytes_new
+    fs = await fs_env.open(True)
+    await write_file(fs, b"two", data, pieces=7)
+    await fs.close(True)
+    assert counters.bytes_new == stored
+    assert counters.bytes_dedup == len(data)
