@@ -256,7 +256,7 @@ def _open_provider(plan: _Plan) -> FsProvider:
             raise SetupError(f"--root {plan.root}: not a directory")
         return open_provider(root=plan.root)
     assert plan.store_url is not None
-    if plan.create_store and not os.path.exists(plan.store_url):
+    if plan.create_store and not _has_entries(plan.store_url):
         _create_default_store(plan.store_url)
     options = StoreOptions(url=plan.store_url, key_file=plan.key_file, cache_dir=plan.state_dir)
     try:
@@ -265,11 +265,23 @@ def _open_provider(plan: _Plan) -> FsProvider:
         raise SetupError(f"cannot open store {plan.store_url}: {exc}") from None
 
 
-def _create_default_store(path: str) -> None:
-    from blockstore.factory import create_store
+def _has_entries(path: str) -> bool:
+    try:
+        return any(os.scandir(path))
+    except FileNotFoundError:
+        return False
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    create_store(path)
+
+def _create_default_store(path: str) -> None:
+    """Create the data directory's store with the default parameters (as `init` would)."""
+    from blockstore.factory import create_store
+    from blockstore.volume import VolumeParams
+
+    os.makedirs(path, exist_ok=True)
+    try:
+        create_store(path, volume=VolumeParams().to_config())
+    except Exception as exc:
+        raise SetupError(f"cannot create the store {path}: {exc}") from None
     log.info("created a new local store at %s", path)
 
 
