@@ -254,7 +254,10 @@ def _open_provider(plan: _Plan) -> FsProvider:
     if plan.root is not None:
         if not os.path.isdir(plan.root):
             raise SetupError(f"--root {plan.root}: not a directory")
-        return open_provider(root=plan.root)
+        try:
+            return open_provider(root=plan.root)
+        except Exception as exc:
+            raise SetupError(f"cannot serve {plan.root}: {exc}") from None
     assert plan.store_url is not None
     if plan.create_store and not _has_entries(plan.store_url):
         _create_default_store(plan.store_url)

@@ -118,7 +118,9 @@ def test_lockdown_through_the_cli(rsyncd_serve: ServeHandle, tmp_path: Path) -> 
     [
         (["--listen", "nonsense"], "expected HOST:PORT"),
         (["--root", "/nonexistent/dir"], "not a directory"),
-        (["--listen", "203.0.113.1:2222", "--root", "/"], "cannot listen"),
+        pytest.param(
+            ["--listen", "203.0.113.1:2222", "--root", "/"], "cannot listen", marks=needs_local_fs
+        ),
     ],
 )
 def test_start_up_errors_are_one_clear_line(
