@@ -1,13 +1,17 @@
-"""SSH transport throughput: push N MiB over real OpenSSH into a session that discards it.
+"""SSH transport throughput: N MiB over real OpenSSH into (up) or out of (down) a session.
 
+"up" pushes a file through ``ssh`` into a session that discards it (a client push);
+"down" has the session write N MiB that ``ssh`` sends to /dev/null (a client pull).
 Compares, on the server side, the low-level session API (`ChannelStream`, what
-``rsyncd-py serve`` uses) with asyncssh's process API (``await process.stdin.read()``),
-under asyncio and uvloop, for aes128-gcm and chacha20-poly1305. Each server runs in its
-own process; the discarding session measures its own CPU time (``time.process_time``
-from session start to EOF) and reports it on stderr. Configurations run round-robin in
-each repetition so machine noise is spread across them; figures are median (min-max).
+``rsyncd-py serve`` uses) with asyncssh's process API (``process.stdin.read()`` /
+``process.stdout.write()``), under asyncio and uvloop, for aes128-gcm and
+chacha20-poly1305. Each server runs in its own process; the session measures its own
+CPU time (``time.process_time`` from session start to its end) and reports it on
+stderr. Configurations run round-robin in each repetition so machine noise is spread
+across them; figures are median (min-max).
 
     .venv/bin/python -m bench.ssh_transport [--size-mib 1024] [--reps 3] [--no-pin]
+                                            [--direction up|down|both]
 
 With pinning (default) the server runs on CPU 1 and the ssh client on CPU 0.
 """
@@ -47,12 +51,20 @@ async def _serve(mode: str, keydir: Path) -> None:
     from rsyncd_py.transports.ssh import SshServer, SshSettings
 
     host_key = asyncssh.generate_private_key("ssh-ed25519")
+    block = os.urandom(1 << 20)
     if mode == "session":
 
         async def discard(stream, argv, provider, *, log=None) -> int:
             started, total = time.process_time(), 0
-            while data := await stream.read(1 << 20):
-                total += len(data)
+            if argv[-1] == "sink":
+                while data := await stream.read(1 << 20):
+                    total += len(data)
+            else:  # "source:N"
+                for _ in range(int(argv[-1].split(":")[1]) >> 20):
+                    stream.write(block)
+                    total += len(block)
+                    await stream.drain()
+            # (the last <= 512 KiB still queued is flushed after this, by the transport)
             stream.write_stderr(_report(started, total))
             return 0
 
@@ -69,8 +81,15 @@ async def _serve(mode: str, keydir: Path) -> None:
 
         async def handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
             started, total = time.process_time(), 0
-            while data := await process.stdin.read(1 << 20):
-                total += len(data)
+            action = (process.command or "").split()[-1]
+            if action == "sink":
+                while data := await process.stdin.read(1 << 20):
+                    total += len(data)
+            else:
+                for _ in range(int(action.split(":")[1]) >> 20):
+                    process.stdout.write(block)
+                    total += len(block)
+                    await process.stdout.drain()
             process.stderr.write(_report(started, total))
             process.exit(0)
 
@@ -114,20 +133,26 @@ def _start_server(
     return process, int(process.stdout.readline())
 
 
-def _push(port: int, key: Path, cipher: str, data: Path, pin: bool) -> tuple[float, float, int]:
+def _transfer(
+    direction: str, port: int, key: Path, cipher: str, data: Path, pin: bool
+) -> tuple[float, float, int]:
+    """Run one transfer; return (wall s, server CPU s, bytes the session counted)."""
+    size = data.stat().st_size
+    action = "rsync --server . sink" if direction == "up" else f"rsync --server . source:{size}"
     command = [
         "ssh", "-F", "/dev/null", "-p", str(port), "-i", str(key), "-c", cipher,
         "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-        "127.0.0.1", "rsync --server . sink",
+        "127.0.0.1", action,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     with data.open("rb") as stdin:
         started = time.monotonic()
         result = subprocess.run(
             [*_pinned(0, pin), *command],
-            stdin=stdin,
-            capture_output=True,
+            stdin=stdin if direction == "up" else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=env,
             check=True,
         )
@@ -147,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--direction", choices=("up", "down", "both"), default="both")
     parser.add_argument("--serve", nargs=3, metavar=("MODE", "LOOP", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -166,14 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.size_mib):
             out.write(os.urandom(1 << 20))
     servers = {cfg: _start_server(*cfg, work, args.pin) for cfg in SERVERS}
-    results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    directions = ("up", "down") if args.direction == "both" else (args.direction,)
+    results: dict[tuple[str, str, str, str], list[tuple[float, float]]] = {}
     try:
         for _ in range(args.reps):
-            for cfg, (_, port) in servers.items():
-                for cipher in CIPHERS:
-                    wall, cpu, total = _push(port, work / "client_key", cipher, data, args.pin)
-                    assert total == args.size_mib << 20, total
-                    results.setdefault((*cfg, cipher), []).append((wall, cpu))
+            for direction in directions:
+                for cfg, (_, port) in servers.items():
+                    for cipher in CIPHERS:
+                        wall, cpu, total = _transfer(
+                            direction, port, work / "client_key", cipher, data, args.pin
+                        )
+                        assert total == args.size_mib << 20, total
+                        results.setdefault((direction, *cfg, cipher), []).append((wall, cpu))
     finally:
         for process, _ in servers.values():
             process.kill()
@@ -181,13 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.unlink()
         work.rmdir()
     mib = args.size_mib
-    print(f"{mib} MiB push over OpenSSH into a discarding session, {args.reps} reps, "
+    print(f"{mib} MiB over OpenSSH (up: client push into a discarding session; down: the "
+          f"session sends), {args.reps} reps, "
           f"{'pinned (server CPU1, client CPU0)' if args.pin else 'unpinned'}")  # fmt: skip
-    print(f"{'server API':8} {'loop':8} {'cipher':32} {'MB/s':>26} {'server CPU-s/GiB':>26}")
-    for (mode, loop, cipher), runs in results.items():
+    print(f"{'dir':4} {'API':8} {'loop':8} {'cipher':30} {'MB/s':>24} {'server CPU-s/GiB':>20}")
+    for (direction, mode, loop, cipher), runs in results.items():
         rates = [mib * 1.048576 / wall for wall, _ in runs]
         cpus = [cpu * 1024 / mib for _, cpu in runs]
-        print(f"{mode:8} {loop:8} {cipher:32} {_summary(rates):>26} {_summary(cpus):>26}")
+        print(f"{direction:4} {mode:8} {loop:8} {cipher:30} {_summary(rates):>24} "
+              f"{_summary(cpus):>20}")  # fmt: skip
     return 0
 
 
