@@ -110,7 +110,7 @@ class S3Backend(Backend):
         if sse_kms_key_id:
             self._put_args["SSEKMSKeyId"] = sse_kms_key_id
         config = Config(
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=connections,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
