@@ -1,0 +1,565 @@
+"""The generator half of a push: decide, per file-list entry, what the sender must send.
+
+Mirrors generator.c generate_files / recv_generator / itemize. For every active entry in
+index order the generator looks at what the destination holds, creates directories,
+symlinks, devices and specials itself, fixes attributes of what is already up to date,
+reports each change as an item record, and for a regular file that differs asks the
+sender for it: the index, ITEM_TRANSFER flags and the block sums of the existing file
+(the basis), so unchanged blocks travel as references. Then it runs rsync's phase
+protocol with the receiver task (see `generate_files`).
+
+Phase bookkeeping (non-incremental list; F, P1, D, X, G are our NDX_DONEs):
+
+  phase 0  requests for every entry ... F         wait for the receiver's 1st PhaseDone
+  phase 1  redo requests (from Redo messages) ... P1, then D (protocol 29+, no
+           --delay-updates), then del-stats + X (protocol 31+, early delete)
+                                                  wait for the 2nd PhaseDone
+  phase 2  (29+) the late D / X when they were not sent early;  wait for the 3rd
+  after    --delete-after, late del-stats + X (31+);  wait for the 4th (31+)
+  end      directory times touched up, then G (the goodbye)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import stat as stat_mod
+from dataclasses import replace
+
+from rsyncd_py.fs.base import FileReader, FsError, Stat
+from rsyncd_py.protocol import checksums
+from rsyncd_py.protocol.constants import (
+    IOERR_DEL_LIMIT,
+    ITEM_IS_NEW,
+    ITEM_LOCAL_CHANGE,
+    ITEM_REPORT_CHANGE,
+    ITEM_TRANSFER,
+    NDX_DEL_STATS,
+    NDX_DONE,
+    SIGNIFICANT_ITEM_FLAGS,
+)
+from rsyncd_py.protocol.flist import (
+    FLAG_CONTENT_DIR,
+    FLAG_IMPLIED_DIR,
+    FileEntry,
+    is_device,
+    is_special,
+)
+from rsyncd_py.protocol.itemize import pack_item
+from rsyncd_py.protocol.sums import WHOLE_FILE, SumHead, pack_block_sums, pack_sum_head, sum_sizes_sqroot
+from rsyncd_py.roles import metadata
+from rsyncd_py.roles.delete import (
+    DEL_FOR_DIR,
+    DEL_FOR_FILE,
+    Deleter,
+    del_for_flag,
+)
+from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
+from rsyncd_py.roles.transfer import (
+    FLAG_DIR_CREATED,
+    FLAG_MISSING_DIR,
+    PhaseDone,
+    Redo,
+    Transfer,
+)
+from rsyncd_py.protocol.errors import ProtocolError
+from rsyncd_py.wire import Log
+
+_SUMS_BATCH = 1 << 20  # bytes of basis summed per read (bounds memory per file)
+_YIELD_EVERY = 64  # entries between cooperative yields to the receiver task
+
+
+class Generator:
+    """generator.c's statics and functions for one push session."""
+
+    def __init__(self, t: Transfer) -> None:
+        self.t = t
+        self.deleter = Deleter(t)
+        self.phase = 0
+        self.redo = False  # recv_generator is handling a redo (csum_length = SUM_LENGTH)
+        self._skip_dir: FileEntry | None = None
+        self._dry_missing_dir: FileEntry | None = None
+        self._parent_dirname: bytes | None = None
+        self._dir_names = {e.name for e in t.entries if e.active and e.is_dir()}
+        itemize_all = t.opts.stdout_format_has_i > 1 or t.name_level >= 2
+        self._report_all = itemize_all
+
+    # --- generator.c generate_files --------------------------------------------------
+
+    async def generate_files(self) -> None:
+        """rsync generator.c:generate_files, for a non-incremental file list."""
+        t = self.t
+        timing = t.delete_timing
+        if timing == "before" and t.local_name is None and t.entries:
+            await self.deleter.delete_pass()
+        for ndx, entry in enumerate(t.entries):
+            if not entry.active:
+                continue
+            await self.recv_generator(entry, ndx)
+            if ndx % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await t.wire.drain()
+                await asyncio.sleep(0)
+        self._write_ndx(NDX_DONE)  # F: the file list is done
+        self.phase = 1
+        await self._serve_receiver(handle_redo=True)  # until the receiver ends phase 0
+
+        self.phase = 2
+        delay_updates = bool(t.opts.delay_updates)
+        early_delete_done = timing not in ("delay", "after")
+        deleting = bool(t.opts.delete_mode or t.opts.force_delete)
+        self._write_ndx(NDX_DONE)  # P1: the redo phase is done
+        if t.protocol >= 29 and not delay_updates:
+            self._write_ndx(NDX_DONE)  # D
+        if t.protocol >= 31 and early_delete_done:
+            if deleting:
+                self._write_del_stats()
+            if not delay_updates:
+                self._write_ndx(NDX_DONE)  # X
+        await self._serve_receiver(handle_redo=False)  # until the receiver ends phase 1
+
+        if t.protocol >= 29:
+            self.phase = 3
+            if delay_updates:
+                self._write_ndx(NDX_DONE)  # the late D
+                if t.protocol >= 31 and early_delete_done:
+                    self._write_ndx(NDX_DONE)  # the late X
+            await self._serve_receiver(handle_redo=False)  # the delay-updates phase
+
+        if timing in ("delay", "after") and t.local_name is None and t.entries:
+            await self.deleter.delete_pass()
+        if t.opts.max_delete >= 0 and t.skipped_deletes:
+            t.wire.rprintf(
+                Log.WARNING,
+                f"Deletions stopped due to --max-delete limit ({t.skipped_deletes} skipped)\n",
+            )
+            t.io_error |= IOERR_DEL_LIMIT
+        if t.protocol >= 31:
+            if not early_delete_done:
+                if deleting:
+                    self._write_del_stats()
+                self._write_ndx(NDX_DONE)  # the late-delete X
+            await self._serve_receiver(handle_redo=False)  # the receiver saw the goodbye
+
+        await self.touch_up_dirs()
+        self._write_ndx(NDX_DONE)  # G: the final goodbye
+        await t.wire.flush()
+
+    async def _serve_receiver(self, *, handle_redo: bool) -> None:
+        """Wait for the receiver's next PhaseDone, sending redo requests meanwhile."""
+        t = self.t
+        while True:
+            event = await t.to_generator.get()
+            if isinstance(event, PhaseDone):
+                return
+            if isinstance(event, Redo) and handle_redo:
+                entry = t.entries[event.ndx]
+                self.redo = True
+                try:
+                    await self.recv_generator(entry, event.ndx)
+                finally:
+                    self.redo = False
+
+    def _write_ndx(self, ndx: int) -> None:
+        t = self.t
+        t.wire.write(t.ndx_out.encode(ndx))
+
+    def _write_del_stats(self) -> None:
+        """main.c write_del_stats."""
+        t = self.t
+        t.wire.write(t.ndx_out.encode(NDX_DEL_STATS) + t.deleted.pack())
+
+    # --- generator.c recv_generator --------------------------------------------------
+
+    async def recv_generator(self, entry: FileEntry, ndx: int) -> None:
+        """rsync generator.c:recv_generator: bring one entry up to date or request it."""
+        t = self.t
+        path = t.path_of(entry)
+        is_dir = entry.is_dir()
+
+        if self._skip_dir is not None:
+            if _is_below(entry, self._skip_dir):
+                if is_dir:
+                    entry.flags |= FLAG_MISSING_DIR
+                return
+            self._skip_dir = None
+
+        st: Stat | None
+        if t.dry_run > 1 or (
+            self._dry_missing_dir is not None and _is_below(entry, self._dry_missing_dir)
+        ):
+            st = None
+        else:
+            self._dry_missing_dir = None
+            self._check_parent(entry)
+            try:
+                st = await t.fs.lstat(path)
+            except FsError as exc:
+                report_fs_error(t, exc, f"recv_generator: failed to stat {quote(path)}")
+                return
+
+        opts = t.opts
+        if opts.ignore_non_existing > 0 and st is None and not self.redo:
+            if is_dir:
+                self._skip_dir = entry
+                entry.flags |= FLAG_MISSING_DIR
+            if t.name_level >= 2 or t.opts.verbose >= 2:
+                kind = "directory" if is_dir else "file"
+                self._info(f'not creating new {kind} "{_s(t.display_name(entry))}"\n')
+            return
+        if opts.ignore_existing > 0 and st is not None and not self.redo:
+            if not is_dir or not st.is_dir():
+                if t.opts.verbose >= 2 and not is_dir:
+                    self._info(f"{_s(t.display_name(entry))} exists\n")
+                return
+
+        if is_dir:
+            await self._generate_dir(entry, ndx, path, st)
+            return
+        if not opts.preserve_perms:
+            exists = st is not None and not st.is_dir()
+            entry.mode = metadata.dest_mode(t, entry.mode, st.mode if st else 0, exists)
+        if entry.is_symlink() and opts.preserve_links:
+            await self._generate_symlink(entry, ndx, path, st)
+            return
+        if (opts.preserve_devices and is_device(entry.mode) and not opts.drop_devices) or (
+            opts.preserve_specials and is_special(entry.mode) and not opts.drop_devices
+        ):
+            await self._generate_node(entry, ndx, path, st)
+            return
+        if not entry.is_file():
+            self._info(f'skipping non-regular file "{_s(t.display_name(entry))}"\n')
+            return
+        await self._generate_file(entry, ndx, path, st)
+
+    def _check_parent(self, entry: FileEntry) -> None:
+        """Each parent directory must be in the file list, or the sender is lying."""
+        if self.t.local_name is not None:
+            return
+        parent = entry.name.rpartition(b"/")[0] or b"."
+        if parent == self._parent_dirname or parent == b".":
+            self._parent_dirname = parent
+            return
+        if parent not in self._dir_names:
+            base = entry.name.rpartition(b"/")[2]
+            raise ProtocolError(
+                f"ABORTING due to invalid path from sender: {_s(parent)}/{_s(base)}"
+            )
+        self._parent_dirname = parent
+
+    async def _generate_dir(
+        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
+    ) -> None:
+        t = self.t
+        if not t.opts.implied_dirs and entry.flags & FLAG_IMPLIED_DIR:
+            return
+        if st is not None and not st.is_dir():
+            if not await self.deleter.make_room(entry, st, DEL_FOR_DIR):
+                self._skip_contents(entry)
+                return
+            st = None
+        if t.dry_run and st is None:
+            if self._dry_missing_dir is None:
+                self._dry_missing_dir = entry
+            entry.flags |= FLAG_MISSING_DIR
+        real_st = st
+        shown_st = None if entry.flags & FLAG_DIR_CREATED else st
+        if not t.opts.preserve_perms:
+            entry.mode = metadata.dest_mode(t, entry.mode, st.mode if st else 0, st is not None)
+        self.itemize(entry, ndx, shown_st, 0 if shown_st is not None else ITEM_LOCAL_CHANGE)
+        if real_st is None and not t.dry_run:
+            try:
+                await t.fs.mkdir(path, metadata.wanted_stat(t, entry, None))
+            except FsError as exc:
+                if exc.errno != 17:  # EEXIST: someone made it meanwhile, fine
+                    report_fs_error(t, exc, f"recv_generator: mkdir {quote(path)} failed")
+                    self._skip_contents(entry)
+                    return
+        if entry.mode & 0o700 != 0o700 and not t.dry_run:
+            # keep the directory usable until its contents are in; touch_up_dirs sets
+            # the exact mode at the end (rsync's dir_tweaking)
+            await set_file_attrs(t, path, replace(entry, mode=entry.mode | 0o700), real_st)
+        else:
+            await set_file_attrs(t, path, entry, real_st)
+        if (
+            t.delete_timing == "during"
+            and self.phase == 0
+            and not entry.flags & FLAG_MISSING_DIR
+            and entry.flags & FLAG_CONTENT_DIR
+        ):
+            await self.deleter.delete_in_dir(entry)
+
+    def _skip_contents(self, entry: FileEntry) -> None:
+        self.t.wire.rprintf(Log.ERROR, "*** Skipping any contents from this failed directory ***\n")
+        self._skip_dir = entry
+        entry.flags |= FLAG_MISSING_DIR
+
+    async def _generate_symlink(
+        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
+    ) -> None:
+        t = self.t
+        target = entry.link_target or b""
+        if t.opts.safe_symlinks and _unsafe_symlink(target, entry.name):
+            if t.name_level >= 1:
+                self._info(f'ignoring unsafe symlink "{_s(path)}" -> "{_s(target)}"\n')
+            return
+        if st is not None and st.is_symlink() and st.link_target == target:
+            await set_file_attrs(t, path, entry, st, report=True)
+            self.itemize(entry, ndx, st, 0)
+            return
+        if await self._atomic_create(entry, path, st):
+            self.itemize(
+                entry,
+                ndx,
+                st if st is not None and st.is_symlink() else None,
+                ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE,
+            )
+
+    async def _generate_node(
+        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
+    ) -> None:
+        t = self.t
+        shown = st
+        if st is not None:
+            if st.kind != stat_mod.S_IFMT(entry.mode):
+                shown = None
+            elif not is_device(entry.mode) or st.rdev == metadata.makedev(*entry.rdev):
+                await set_file_attrs(t, path, entry, st, report=True)
+                self.itemize(entry, ndx, st, 0)
+                return
+        if await self._atomic_create(entry, path, st):
+            self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
+
+    async def _atomic_create(self, entry: FileEntry, path: bytes, st: Stat | None) -> bool:
+        """generator.c atomic_create: make a symlink/device/special, replacing a non-dir."""
+        t = self.t
+        if st is not None and st.is_dir():
+            if not await self.deleter.make_room(entry, st, del_for_flag(entry.mode)):
+                return False
+        if t.dry_run:
+            return True
+        wanted = metadata.wanted_stat(t, entry, None)
+        try:
+            if entry.is_symlink():
+                await t.fs.symlink(path, wanted)
+            else:
+                await t.fs.mknod(path, wanted)
+        except FsError as exc:
+            what = (
+                f"symlink {quote(path)} -> \"{_s(entry.link_target or b'')}\""
+                if entry.is_symlink()
+                else f"mknod {quote(path)}"
+            )
+            report_fs_error(t, exc, f"{what} failed")
+            return False
+        await set_file_attrs(t, path, entry, None)
+        return True
+
+    async def _generate_file(
+        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
+    ) -> None:
+        t = self.t
+        opts = t.opts
+        if not self.redo:
+            if opts.max_size >= 0 and entry.size > opts.max_size:
+                if t.opts.verbose >= 2:
+                    self._info(f"{_s(t.display_name(entry))} is over max-size\n")
+                return
+            if opts.min_size >= 0 and entry.size < opts.min_size:
+                if t.opts.verbose >= 2:
+                    self._info(f"{_s(t.display_name(entry))} is under min-size\n")
+                return
+            if (
+                opts.update_only > 0
+                and st is not None
+                and st.is_file()
+                and entry.mtime - st.mtime_ns // 1_000_000_000 < opts.modify_window
+            ):
+                if t.opts.verbose >= 2:
+                    self._info(f"{_s(t.display_name(entry))} is newer\n")
+                return
+        if st is not None and not st.is_file():
+            if not await self.deleter.make_room(entry, st, DEL_FOR_FILE):
+                return
+            st = None
+
+        basis: FileReader | None = None
+        if st is not None:
+            if await self._quick_check_ok(entry, path, st):
+                accurate = bool(opts.always_checksum)
+                await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
+                self.itemize(entry, ndx, st, 0)
+                return
+            if t.do_xfers and not t.whole_file and st.size > 0:
+                try:
+                    basis = await t.fs.open_read(path)
+                except FsError as exc:
+                    report_fs_error(t, exc, f"failed to open {quote(path)}, continuing")
+                    st = None
+        try:
+            await self._request(entry, ndx, st, basis)
+        finally:
+            if basis is not None:
+                await basis.close()
+
+    async def _quick_check_ok(self, entry: FileEntry, path: bytes, st: Stat) -> bool:
+        """generator.c quick_check_ok for a regular file."""
+        t = self.t
+        opts = t.opts
+        if st.size != entry.size:
+            return False
+        if self.redo:
+            return False  # a redo always transfers (ignore_times++ and no -c)
+        if opts.always_checksum > 0:
+            digest = await self._file_checksum(path, st)
+            return digest is not None and digest == entry.checksum
+        if opts.size_only > 0:
+            return True
+        if opts.ignore_times:
+            return False
+        return not metadata.mtime_differs(t, st, entry)
+
+    async def _file_checksum(self, path: bytes, st: Stat) -> bytes | None:
+        """checksum.c file_checksum: the -c digest of our copy (the store's, if it has it)."""
+        t = self.t
+        name = t.neg.file_checksum
+        stored = getattr(t.fs, "file_digest", None)
+        if stored is not None:
+            digest = await stored(path, name)
+            if digest is not None:
+                return digest
+        hasher = checksums.new_plain_hasher(name)
+        try:
+            reader = await t.fs.open_read(path)
+        except FsError:
+            return bytes(checksums.digest_len(name))
+        try:
+            async for chunk in reader.stream():
+                hasher.update(chunk)
+        finally:
+            await reader.close()
+        return hasher.digest()
+
+    async def _request(
+        self, entry: FileEntry, ndx: int, st: Stat | None, basis: FileReader | None
+    ) -> None:
+        """The notify_others tail of recv_generator: ask the sender for the file."""
+        t = self.t
+        self._write_ndx(ndx)
+        iflags = ITEM_TRANSFER
+        if t.opts.always_checksum > 0 and not self.redo:
+            iflags |= ITEM_REPORT_CHANGE
+        self.itemize(entry, None, st, iflags)
+        if not t.do_xfers:
+            return
+        if basis is None or st is None:
+            t.wire.write(pack_sum_head(WHOLE_FILE, t.protocol))
+        else:
+            await self._send_sums(basis, st.size)
+        await t.wire.drain()
+
+    async def _send_sums(self, basis: FileReader, size: int) -> None:
+        """generator.c generate_and_send_sums: the sum head and one sum pair per block."""
+        t = self.t
+        neg = t.neg
+        head: SumHead = sum_sizes_sqroot(
+            size,
+            protocol=t.protocol,
+            xfer_sum_len=checksums.digest_len(neg.checksum),
+            block_size=t.opts.block_size,
+            redo=self.redo,
+        )
+        t.wire.write(pack_sum_head(head, t.protocol))
+        batch = max(head.blength, (_SUMS_BATCH // head.blength) * head.blength)
+        offset = 0
+        while offset < size:
+            length = min(batch, size - offset)
+            data = await basis.read(offset, length)
+            if len(data) < length:  # the file shrank under us: rsync's map_ptr gives zeros
+                data = data + bytes(length - len(data))
+            weak = checksums.weak_block_sums(data, head.blength)
+            strong = checksums.strong_block_sums(
+                neg.checksum,
+                data,
+                head.blength,
+                head.s2length,
+                protocol=t.protocol,
+                seed=neg.seed,
+                seed_fix=neg.seed_fix,
+            )
+            t.wire.write(pack_block_sums(weak, strong, head.s2length))
+            await t.wire.drain()
+            offset += length
+
+    # --- generator.c itemize ---------------------------------------------------------
+
+    def itemize(self, entry: FileEntry, ndx: int | None, st: Stat | None, iflags: int) -> None:
+        """rsync generator.c:itemize: send the item record if it says anything."""
+        t = self.t
+        if st is not None:
+            iflags = metadata.report_flags(t, entry, st, iflags, None)
+        else:
+            iflags |= ITEM_IS_NEW
+        iflags &= 0xFFFF
+        if not (iflags & SIGNIFICANT_ITEM_FLAGS or self._report_all or ndx is None):
+            return
+        if t.protocol >= 29:
+            t.wire.write(pack_item(t.ndx_out, ndx, iflags))
+
+    # --- generator.c touch_up_dirs ---------------------------------------------------
+
+    async def touch_up_dirs(self) -> None:
+        """rsync generator.c:touch_up_dirs: final directory modes and times.
+
+        Creating entries inside a directory changes its mtime, and a directory without
+        owner rwx was kept writable until its contents were in; both are fixed last.
+        """
+        t = self.t
+        if t.dry_run or t.local_name is not None:
+            return
+        for ndx, entry in enumerate(t.entries):
+            if not entry.active or not entry.is_dir() or entry.flags & FLAG_MISSING_DIR:
+                continue
+            if not t.opts.implied_dirs and entry.flags & FLAG_IMPLIED_DIR:
+                continue
+            path = t.path_of(entry)
+            try:
+                st = await t.fs.lstat(path)
+            except FsError:
+                continue
+            if st is None or not st.is_dir():
+                continue
+            if metadata.attrs_differ(t, entry, st, accurate=True):
+                try:
+                    await t.fs.set_stat(path, metadata.wanted_stat(t, entry, st))
+                except FsError as exc:
+                    report_fs_error(t, exc, f"failed to set times on {quote(path)}")
+            if ndx % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def _info(self, text: str) -> None:
+        self.t.wire.rprintf(Log.INFO, text)
+
+
+def _is_below(entry: FileEntry, subtree: FileEntry) -> bool:
+    """generator.c is_below: is `entry` inside directory `subtree`?"""
+    if subtree.name == b".":
+        return entry.name != b"."
+    return entry.name.startswith(subtree.name + b"/")
+
+
+def _unsafe_symlink(target: bytes, name: bytes) -> bool:
+    """util1.c unsafe_symlink: does `target`, seen from `name`, leave the transfer?"""
+    if not target or target.startswith(b"/"):
+        return True
+    depth = name.count(b"/")
+    for part in target.split(b"/"):
+        if part == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in (b"", b"."):
+            depth += 1
+    return False
+
+
+def _s(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")

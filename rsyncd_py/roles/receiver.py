@@ -1,0 +1,266 @@
+"""The receiver half of a push: read what the sender sends and rebuild the files.
+
+Mirrors receiver.c recv_files / receive_data. The sender answers the generator's
+records in order: it echoes every non-transfer record and, for each requested file,
+sends the record, the echoed sum head, the delta (literal runs and references to basis
+blocks) and the whole-file checksum. The receiver writes the new content to a
+`FileWriter` -- matched blocks are copied from the existing file through
+`FileReader.read`, literal runs are written as they arrive -- and commits it with its
+metadata only when the checksum matches. A mismatch in the first pass asks the
+generator to request the file again with full-length block sums (Redo); a second
+mismatch is "failed verification -- update discarded" and a partial-transfer exit.
+
+The receiver tells the generator (`Transfer.to_generator`) each time it finishes a
+phase -- on each NDX_DONE from the sender, and at protocol 31+ on the sender's final
+goodbye echo -- which is what paces the generator's phase protocol. It never writes data
+to the wire, only messages, so it can never block on the sender.
+"""
+
+from __future__ import annotations
+
+from rsyncd_py.fs.base import FileReader, FileWriter, FsError
+from rsyncd_py.protocol import checksums, tokens
+from rsyncd_py.protocol.buffer import ReceiveBuffer
+from rsyncd_py.protocol.constants import (
+    FNAMECMP_FNAME,
+    ITEM_IS_NEW,
+    ITEM_TRANSFER,
+    NDX_DONE,
+)
+from rsyncd_py.protocol.errors import ExitCode, ProtocolError, SessionError
+from rsyncd_py.protocol.flist import FileEntry
+from rsyncd_py.protocol.ints import read_item
+from rsyncd_py.protocol.itemize import ItemRecord, read_ndx_and_attrs
+from rsyncd_py.protocol.stats import DeleteStats
+from rsyncd_py.protocol.sums import SumHead, read_sum_head
+from rsyncd_py.roles import metadata
+from rsyncd_py.roles.metadata import quote
+from rsyncd_py.roles.transfer import FLAG_FILE_SENT, PhaseDone, Redo, Transfer
+from rsyncd_py.wire import Log
+
+
+class Receiver:
+    """receiver.c's state for one push session."""
+
+    def __init__(self, t: Transfer) -> None:
+        self.t = t
+        self.max_phase = 2 if t.protocol >= 29 else 1
+        self.decoder = tokens.new_token_decoder(t.neg.compression, protocol=t.protocol)
+        self.xfer_sum_len = checksums.digest_len(t.neg.checksum)
+        self.literal_bytes = 0
+        self.matched_bytes = 0
+
+    async def recv_files(self) -> None:
+        """rsync receiver.c:recv_files, then main.c read_final_goodbye."""
+        t = self.t
+        phase = 0
+        while True:
+            record = await t.wire.read(self._read_record)
+            if isinstance(record, DeleteStats):
+                continue
+            if isinstance(record, int):
+                if record != NDX_DONE:
+                    raise ProtocolError(
+                        f"Invalid file index: {record} ({NDX_DONE} - {len(t.entries) - 1})"
+                    )
+                phase += 1
+                await t.to_generator.put(PhaseDone())
+                if phase > self.max_phase:
+                    break
+                continue
+            entry = self._entry_for(record)
+            if entry is None:
+                continue  # a protocol-29 keep-alive
+            if not record.iflags & ITEM_TRANSFER:
+                continue  # the sender's echo of an item the generator itemized
+            if phase == 2:
+                raise ProtocolError("got transfer request in phase 2 [receiver]")
+            if not t.do_xfers:
+                continue  # a dry run: the sender sends no data
+            await self._receive_file(record.ndx, entry, record)
+        if t.protocol >= 31:
+            goodbye = await t.wire.read(self._read_record)
+            if goodbye != NDX_DONE:
+                raise ProtocolError(f"Invalid packet at end of run ({goodbye}) [receiver]")
+            await t.to_generator.put(PhaseDone())
+
+    def _read_record(self, buf: ReceiveBuffer) -> ItemRecord | DeleteStats | int | None:
+        return read_item(buf, lambda cur: read_ndx_and_attrs(cur, self.t.ndx_in))
+
+    def _entry_for(self, record: ItemRecord) -> FileEntry | None:
+        """Validate the index of a record (rsync.c read_ndx_and_attrs' checks)."""
+        t = self.t
+        ndx = record.ndx
+        if t.protocol < 30 and ndx == len(t.entries) and record.iflags == ITEM_IS_NEW:
+            return None
+        if ndx >= len(t.entries):
+            raise ProtocolError(f"Invalid file index: {ndx} ({NDX_DONE} - {len(t.entries) - 1})")
+        entry = t.entries[ndx]
+        if not entry.active:
+            raise ProtocolError(f"rsync: refusing transfer of cleared file index {ndx}")
+        if record.iflags & ITEM_TRANSFER and not entry.is_file():
+            raise ProtocolError(f"received request to transfer non-regular file: {ndx} [receiver]")
+        if record.basis_type != FNAMECMP_FNAME and record.iflags & ITEM_TRANSFER:
+            raise ProtocolError(f"invalid basis_dir index: {record.basis_type}.")
+        return entry
+
+    async def _receive_file(self, ndx: int, entry: FileEntry, record: ItemRecord) -> None:
+        """One file of recv_files: open basis and output, receive_data, commit or redo."""
+        t = self.t
+        path = t.path_of(entry)
+        redoing = bool(entry.flags & FLAG_FILE_SENT)
+        head = await t.wire.read(self._read_sum_head)
+
+        basis: FileReader | None = None
+        try:
+            current = await t.fs.lstat(path)
+            if head.count and current is not None and current.is_file():
+                basis = await t.fs.open_read(path)
+        except FsError as exc:
+            metadata.report_fs_error(t, exc, f"failed to open {quote(path)}")
+            current = None
+
+        writer: FileWriter | None = None
+        try:
+            writer = await t.fs.create(path)
+        except FsError as exc:
+            metadata.report_fs_error(t, exc, f"mkstemp {quote(path)} failed")
+        try:
+            ok, size = await self._receive_data(entry, head, basis, writer, path)
+        except BaseException:
+            if writer is not None:
+                await writer.abort()
+            raise
+        finally:
+            if basis is not None:
+                await basis.close()
+        if writer is None:
+            return
+        if not ok:
+            await writer.abort()
+            self._failed_verification(ndx, entry, redoing)
+            return
+        if current is not None and not current.is_file():
+            current = None
+        wanted = metadata.wanted_stat(t, entry, current, size=size, new_content=True)
+        try:
+            await writer.commit(wanted)
+        except FsError as exc:
+            metadata.report_fs_error(t, exc, f"rename {quote(path)} failed")
+
+    def _read_sum_head(self, buf: ReceiveBuffer) -> SumHead | None:
+        return read_item(
+            buf,
+            lambda cur: read_sum_head(cur, protocol=self.t.protocol, xfer_sum_len=self.xfer_sum_len),
+        )
+
+    async def _receive_data(
+        self,
+        entry: FileEntry,
+        head: SumHead,
+        basis: FileReader | None,
+        writer: FileWriter | None,
+        path: bytes,
+    ) -> tuple[bool, int]:
+        """rsync receiver.c:receive_data: apply the token stream; return (sum ok, size)."""
+        t = self.t
+        neg = t.neg
+        wire = t.wire
+        decoder = self.decoder
+        decoder.start_file()
+        hasher = checksums.new_file_hasher(neg.checksum, protocol=t.protocol, seed=neg.seed)
+        coalesce = neg.compression == "none"  # no history to feed: read matches in runs
+        run_start = run_len = 0
+        size = 0
+
+        async def flush_run() -> None:
+            nonlocal run_len
+            if run_len:
+                block = await self._read_basis(basis, run_start, run_len, path)
+                hasher.update(block)
+                if writer is not None:
+                    await self._write(writer, block, path)
+                run_len = 0
+
+        while True:
+            token = await wire.read(decoder.next_token)
+            if token is tokens.END:
+                break
+            if isinstance(token, tokens.Literal):
+                await flush_run()
+                data = token.data
+                self.literal_bytes += len(data)
+                hasher.update(data)
+                if writer is not None:
+                    await self._write(writer, data, path)
+                size += len(data)
+                continue
+            index = token.index
+            if not 0 <= index < head.count:
+                raise ProtocolError(
+                    f"Invalid block index {index} (count={head.count}) [receiver]"
+                )
+            offset, length = head.block_range(index)
+            self.matched_bytes += length
+            size += length
+            if basis is None:
+                if writer is not None:
+                    raise ProtocolError(
+                        f"got a block match with no basis file for {quote(path)} [receiver]"
+                    )
+                continue
+            if coalesce:
+                if run_len and run_start + run_len == offset:
+                    run_len += length
+                    continue
+                await flush_run()
+                run_start, run_len = offset, length
+                continue
+            block = await self._read_basis(basis, offset, length, path)
+            decoder.see_match(block)
+            hasher.update(block)
+            if writer is not None:
+                await self._write(writer, block, path)
+        await flush_run()
+        sender_sum = await wire.read(lambda buf: buf.take(self.xfer_sum_len))
+        return hasher.digest()[: self.xfer_sum_len] == sender_sum, size
+
+    async def _read_basis(
+        self, basis: FileReader | None, offset: int, length: int, path: bytes
+    ) -> bytes:
+        assert basis is not None
+        try:
+            data = await basis.read(offset, length)
+        except FsError as exc:
+            raise SessionError(
+                f"rsync: [receiver] read errors mapping {quote(path)}: "
+                f"{exc.strerror} ({exc.errno})",
+                ExitCode.RERR_FILEIO,
+            ) from exc
+        if len(data) < length:  # the basis shrank: rsync's map_ptr reads zeros
+            data += bytes(length - len(data))
+        return data
+
+    async def _write(self, writer: FileWriter, data: bytes, path: bytes) -> None:
+        try:
+            await writer.write(data)
+        except FsError as exc:
+            raise SessionError(
+                f"rsync: [receiver] write failed on {quote(path)}: {exc.strerror} ({exc.errno})",
+                ExitCode.RERR_FILEIO,
+            ) from exc
+
+    def _failed_verification(self, ndx: int, entry: FileEntry, redoing: bool) -> None:
+        """receiver.c: a checksum mismatch -- try once more, then give up on the file."""
+        t = self.t
+        name = t.display_name(entry).decode("utf-8", "surrogateescape")
+        if redoing:
+            t.wire.rprintf(Log.ERROR_XFER, f"ERROR: {name} failed verification -- update discarded.\n")
+            return
+        if t.name_level >= 1 or t.opts.stdout_format_has_i:
+            t.wire.rprintf(
+                Log.WARNING,
+                f"WARNING: {name} failed verification -- update discarded (will try again).\n",
+            )
+        entry.flags |= FLAG_FILE_SENT
+        t.to_generator.put_nowait(Redo(ndx))

@@ -1,0 +1,118 @@
+"""A push, end to end on the server: rsync's main.c do_server_recv and do_recv.
+
+Order: read the filter rules (when needed) and the file list, settle the destination
+(get_local_name), then run the generator and the receiver as two tasks until both
+finish the phase protocol; the generator's last NDX_DONE is the goodbye. rsync forks
+here; we run the two halves as asyncio tasks in one TaskGroup, so a failure in either
+cancels the other and surfaces as the session's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from rsyncd_py.fs.base import FileSystem
+from rsyncd_py.protocol.constants import (
+    IOERR_DEL_LIMIT,
+    IOERR_GENERAL,
+    IOERR_VALID_MASK,
+    IOERR_VANISHED,
+    MSG_IO_ERROR,
+)
+from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError
+from rsyncd_py.protocol.handshake import Negotiated
+from rsyncd_py.protocol.options import ServerOptions
+from rsyncd_py.roles.destination import get_local_name, resolve_path
+from rsyncd_py.roles.flist_recv import receive_file_list, receive_filter_rules
+from rsyncd_py.roles.generator import Generator
+from rsyncd_py.roles.receiver import Receiver
+from rsyncd_py.roles.transfer import Transfer
+from rsyncd_py.wire import Wire
+
+
+async def do_server_recv(
+    wire: Wire,
+    fs: FileSystem,
+    opts: ServerOptions,
+    neg: Negotiated,
+    *,
+    umask: int,
+    owner: tuple[int, int],
+) -> int:
+    """rsync main.c:do_server_recv: receive a pushed tree into `fs`; return the exit code."""
+    args = list(opts.args)
+    base, _ = resolve_path(args.pop(0)) if args else (b"", False)
+    dest_arg = args[0] if args else None
+    if dest_arg is not None:
+        resolve_path(dest_arg)  # refuse an escaping destination before reading anything
+
+    rules = await receive_filter_rules(wire, opts, neg.protocol)
+    received = await receive_file_list(wire, opts, neg, rules)
+    t = Transfer(
+        wire=wire,
+        fs=fs,
+        opts=opts,
+        neg=neg,
+        entries=received.entries,
+        umask=umask,
+        owner=owner,
+        filters=_filter_set(rules, neg.protocol) if rules else None,
+    )
+    t.note_io_error(received.io_error)
+    t.io_error |= wire.io_error
+    wire.on_message(MSG_IO_ERROR, lambda payload: _peer_io_error(t, payload))
+    dest = await get_local_name(
+        fs,
+        wire,
+        t.entries,
+        base,
+        dest_arg,
+        dry_run=bool(opts.dry_run),
+        mkpath=bool(opts.mkpath_dest_arg),
+        announce=t.name_level >= 1 or bool(opts.stdout_format_has_i),
+        umask=umask,
+        owner=owner,
+    )
+    t.dest = dest.directory
+    t.local_name = dest.local_name
+    if dest.created and t.dry_run:
+        t.dry_run += 1  # the destination does not exist: nothing in it does either
+    await do_recv(t)
+    return exit_code_for(t)
+
+
+async def do_recv(t: Transfer) -> None:
+    """rsync main.c:do_recv: the generator and the receiver, side by side."""
+    generator = Generator(t)
+    receiver = Receiver(t)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(receiver.recv_files(), name="receiver")
+        group.create_task(generator.generate_files(), name="generator")
+
+
+def _peer_io_error(t: Transfer, payload: bytes) -> None:
+    """io.c read_a_msg MSG_IO_ERROR: the sender had an I/O error (it stops deletion)."""
+    if len(payload) != 4:
+        raise RemoteProtocolError(
+            f"invalid multi-message {MSG_IO_ERROR}:{len(payload)}", ExitCode.RERR_STREAMIO
+        )
+    t.io_error |= int.from_bytes(payload, "little") & IOERR_VALID_MASK
+
+
+def exit_code_for(t: Transfer) -> int:
+    """cleanup.c _exit_cleanup: the exit code of a session that ran to its end."""
+    io_error = t.io_error
+    code = ExitCode.RERR_OK
+    if io_error & IOERR_DEL_LIMIT:
+        code = ExitCode.RERR_DEL_LIMIT
+    if io_error & IOERR_VANISHED:
+        code = ExitCode.RERR_VANISHED
+    if io_error & IOERR_GENERAL or t.wire.got_xfer_error:
+        code = ExitCode.RERR_PARTIAL
+    return int(code)
+
+
+def _filter_set(rules: list[bytes], protocol: int) -> object:
+    from rsyncd_py.protocol.filters import FilterSet, parse_rules
+
+    return FilterSet(parse_rules(rules, protocol))

@@ -1,0 +1,157 @@
+"""The state one push (server-as-receiver) session shares between its parts.
+
+rsync keeps this in globals; here it is one object the generator task, the receiver
+task and their helpers all hold. Everything fixed for the session (options, negotiated
+protocol, the sorted file list, where it lands) is set before the two tasks start; the
+mutable parts are the io_error bits, the deletion counters and the channel from the
+receiver to the generator (`to_generator`), which carries what rsync's receiver sends
+its generator over a pipe: "phase done" and "redo this index".
+
+Per-entry bookkeeping uses `FileEntry.flags` bits, named as rsync names them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import stat as stat_mod
+import time
+from dataclasses import dataclass, field
+
+from rsyncd_py.fs.base import FileSystem
+from rsyncd_py.protocol.constants import IOERR_VALID_MASK
+from rsyncd_py.protocol.flist import FileEntry
+from rsyncd_py.protocol.handshake import Negotiated
+from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
+from rsyncd_py.protocol.options import ServerOptions
+from rsyncd_py.protocol.stats import DeleteStats
+from rsyncd_py.wire import Wire
+
+# generator/receiver bits of FileEntry.flags (rsync.h FLAG_*; the XMIT-derived ones are
+# in protocol/flist.py)
+FLAG_FILE_SENT = 1 << 1  # the receiver failed it once: the next request is a redo
+FLAG_DIR_CREATED = 1 << 8  # the destination directory was created for this "." entry
+FLAG_MISSING_DIR = 1 << 4  # a directory we did not (or, in a dry run, would) create
+
+ACCESSPERMS = 0o777
+CHMOD_BITS = 0o7777
+
+
+@dataclass(frozen=True, slots=True)
+class Redo:
+    """Receiver -> generator: request `ndx` again with full-length sums (MSG_REDO)."""
+
+    ndx: int
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseDone:
+    """Receiver -> generator: the receiver finished a phase (rsync's MSG_DONE)."""
+
+
+@dataclass
+class Transfer:
+    """Shared state of one push session (see the module docstring)."""
+
+    wire: Wire
+    fs: FileSystem
+    opts: ServerOptions
+    neg: Negotiated
+    entries: list[FileEntry]  # sorted: a list index is the wire ndx
+    dest: bytes = b""  # root-relative directory the names are relative to
+    local_name: bytes | None = None  # single-file transfer to this root-relative path
+    umask: int = 0o022
+    owner: tuple[int, int] = (0, 0)  # uid/gid new entries get when ownership is not kept
+    filters: object | None = None  # a filters.FilterSet, or None (nothing protected)
+    io_error: int = 0
+    deleted: DeleteStats = field(default_factory=DeleteStats)
+    skipped_deletes: int = 0
+    dry_run: int = 0  # rsync's dry_run counter: > 1 means the destination does not exist
+    ndx_out: NdxEncoder = field(init=False)
+    ndx_in: NdxDecoder = field(init=False)
+    to_generator: asyncio.Queue[Redo | PhaseDone] = field(default_factory=asyncio.Queue)
+
+    def __post_init__(self) -> None:
+        self.ndx_out = NdxEncoder(self.neg.protocol)
+        self.ndx_in = NdxDecoder(self.neg.protocol)
+        self.dry_run = self.opts.dry_run
+
+    # --- derived settings ----------------------------------------------------------
+
+    @property
+    def protocol(self) -> int:
+        return self.neg.protocol
+
+    @property
+    def do_xfers(self) -> bool:
+        return not self.opts.dry_run
+
+    @property
+    def dflt_perms(self) -> int:
+        return ACCESSPERMS & ~self.umask
+
+    @property
+    def whole_file(self) -> bool:
+        """-W, or a "none" transfer checksum; a remote transfer defaults to deltas."""
+        return self.opts.whole_file > 0 or self.neg.checksum == "none"
+
+    @property
+    def name_level(self) -> int:
+        """rsync's INFO_NAME level: -v gives 1, -vv 2, unless --info=name overrides."""
+        level = min(self.opts.verbose, 2)
+        for word in self.opts.info:
+            for part in word.lower().split(","):
+                if part.startswith("name"):
+                    digits = part[4:]
+                    level = int(digits) if digits.isdigit() else 1
+        return level
+
+    @property
+    def delete_timing(self) -> str | None:
+        return self.opts.delete_timing(self.protocol)
+
+    def note_io_error(self, bits: int) -> None:
+        if not self.opts.ignore_errors:
+            self.io_error |= bits & IOERR_VALID_MASK
+
+    # --- names -----------------------------------------------------------------------
+
+    def path_of(self, entry: FileEntry) -> bytes:
+        """The root-relative path where `entry` lives on our side."""
+        if self.local_name is not None:
+            return self.local_name
+        return self.join(entry.name)
+
+    def join(self, name: bytes) -> bytes:
+        """The root-relative path of `name` (relative to the destination directory)."""
+        if name == b".":
+            return self.dest
+        return self.dest + b"/" + name if self.dest else name
+
+    def display_name(self, entry: FileEntry) -> bytes:
+        """The name rsync prints for an entry (relative to the destination)."""
+        return self.local_name.rsplit(b"/", 1)[-1] if self.local_name is not None else entry.name
+
+    # --- time ------------------------------------------------------------------------
+
+    def keeps_time(self, entry: FileEntry) -> bool:
+        """generator.c itemize keep_time: is this entry's mtime preserved?"""
+        if not self.opts.preserve_mtimes:
+            return False
+        if stat_mod.S_ISDIR(entry.mode):
+            return not self.opts.omit_dir_times
+        if stat_mod.S_ISLNK(entry.mode):
+            return not self.opts.omit_link_times
+        return True
+
+    def same_time(self, sec1: int, nsec1: int, sec2: int, nsec2: int) -> bool:
+        """util1.c same_time, honouring --modify-window."""
+        window = self.opts.modify_window
+        if window == 0:
+            return sec1 == sec2
+        if window < 0:
+            return sec1 == sec2 and nsec1 == nsec2
+        return abs(sec1 - sec2) <= window
+
+
+def now_ns() -> int:
+    return time.time_ns()

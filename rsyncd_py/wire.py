@@ -1,0 +1,361 @@
+"""The Wire: the only bridge between the sans-IO codec and a ByteStream.
+
+Theory of operation
+-------------------
+Reading. A reader task owns `stream.read`. It pushes every received byte into the
+input pipeline at once, so reads never wait on writes and the peer never stalls on us
+while we are busy writing. Until `start_multiplex_in()` the bytes go straight into the
+ReceiveBuffer (`_inbuf`); after it they go through a `Demuxer`: MSG_DATA payloads land
+in `_inbuf`, other messages are handled on the spot (`_handle_message`). The switch is
+exact to the byte: whatever the handshake left unconsumed in `_inbuf` is fed back
+through the demuxer. `read(reader)` runs a sans-IO reader function against `_inbuf`
+until it returns a value, waiting for the reader task between attempts. Memory stays
+bounded: the reader task pauses while `_inbuf` holds more than HIGH_WATER bytes.
+
+Writing. `write()` appends logical data; once `start_multiplex_out()` has been called it
+is framed as MSG_DATA (frames of at most FRAME_SIZE bytes). Data is coalesced and sent
+when a frame fills or at the end of the current event-loop turn, so a burst of small
+records costs one frame, and callers await `drain()` for backpressure. A message
+(`send_msg`) flushes buffered data first, so the peer sees data and messages in the
+order we produced them.
+
+Failure. The first failure -- EOF while more data was expected, a broken frame, the
+peer's MSG_ERROR_EXIT -- is stored in `_failure` and raised by every later `read()`; a
+Wire in that state never yields data again (h11's ERROR rule).
+
+States of the input side:
+  RAW      -- bytes go to `_inbuf` as they are (handshake; protocol < 30 client data)
+  MUX      -- bytes go through the demuxer
+  EOF      -- the peer closed its side; reads fail once `_inbuf` cannot satisfy them
+  FAILED   -- `_failure` is set; reads raise it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from rsyncd_py.protocol.buffer import ReceiveBuffer
+from rsyncd_py.protocol.constants import (
+    IOERR_VALID_MASK,
+    MSG_DATA,
+    MSG_DELETED,
+    MSG_ERROR,
+    MSG_ERROR_EXIT,
+    MSG_ERROR_XFER,
+    MSG_INFO,
+    MSG_IO_ERROR,
+    MSG_IO_TIMEOUT,
+    MSG_NO_SEND,
+    MSG_NOOP,
+    MSG_SUCCESS,
+    MSG_WARNING,
+)
+from rsyncd_py.protocol.errors import (
+    ConnectionClosed,
+    ExitCode,
+    RemoteProtocolError,
+    SessionError,
+)
+from rsyncd_py.protocol.mux import Data, Demuxer, Message, pack_frame, pack_frame_header
+from rsyncd_py.transports.stream import ByteStream
+
+T = TypeVar("T")
+
+READ_SIZE = 256 * 1024
+HIGH_WATER = 8 * 1024 * 1024
+LOW_WATER = 2 * 1024 * 1024
+FRAME_SIZE = 32 * 1024
+
+
+class Log(enum.IntEnum):
+    """rsync's log codes (log.c enum logcode) for text the server reports."""
+
+    ERROR_XFER = MSG_ERROR_XFER  # an error that makes the transfer partial (exit 23)
+    INFO = MSG_INFO
+    ERROR = MSG_ERROR
+    WARNING = MSG_WARNING
+    LOG = 6  # server log only, never shown to the client
+
+
+class PeerExit(SessionError):
+    """The peer sent MSG_ERROR_EXIT: it is exiting with `exit_code` (already reported)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("", exit_code)
+
+
+class Wire:
+    """Framed, demultiplexed I/O over one ByteStream (see the module docstring)."""
+
+    def __init__(
+        self, stream: ByteStream, *, log: logging.Logger | logging.LoggerAdapter | None = None
+    ) -> None:
+        self._stream = stream
+        self._log = log or logging.getLogger("rsyncd_py.wire")
+        self._inbuf = ReceiveBuffer()
+        self._demux: Demuxer | None = None
+        self._eof = False
+        self._failure: SessionError | None = None
+        self._data_ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._mux_out = False
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self._reader: asyncio.Task[None] | None = None
+        self._handlers: dict[int, Callable[[bytes], None]] = {}
+        self.protocol = 0
+        self.msgs2stderr = 2  # log.c: 0 all via messages, 1 all to stderr, 2 errors to stderr
+        self.total_read = 0
+        self.total_written = 0
+        self.io_error = 0  # MSG_IO_ERROR bits from the peer
+        self.got_xfer_error = False  # an ERROR_XFER was reported (exit 23)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader task (idempotent)."""
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def close(self) -> None:
+        """Flush everything, close our write side and stop reading."""
+        with contextlib.suppress(Exception):
+            self._flush()
+            await self._stream.drain()
+        with contextlib.suppress(Exception):
+            await self._stream.close()
+        await self._stop_reader()
+
+    async def _stop_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+    async def drain_until_eof(self, timeout: float) -> None:
+        """io.c noop_io_until_death: discard input until the peer closes (or timeout)."""
+        self.start()
+        self._room.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+            async with asyncio.timeout(timeout):
+                while not self._eof and self._reader is not None and not self._reader.done():
+                    self._inbuf.take_all()
+                    self._room.set()
+                    self._data_ready.clear()
+                    await self._data_ready.wait()
+
+    # --- reading -----------------------------------------------------------------
+
+    def start_multiplex_in(self) -> None:
+        """From now on, incoming bytes are multiplexed frames (io_start_multiplex_in)."""
+        if self._demux is not None:
+            return
+        self._demux = Demuxer()
+        pending = self._inbuf.take_all()
+        if pending:
+            self._ingest(pending)
+
+    def on_message(self, tag: int, handler: Callable[[bytes], None]) -> None:
+        """Call `handler(payload)` for each incoming message with `tag`."""
+        self._handlers[tag] = handler
+
+    async def read(self, reader: Callable[[ReceiveBuffer], T | None]) -> T:
+        """Run the sans-IO `reader` until it returns a value (see buffer.py's rule)."""
+        self.start()
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            value = reader(self._inbuf)
+            if value is not None:
+                if not self._room.is_set() and len(self._inbuf) < LOW_WATER:
+                    self._room.set()
+                return value
+            if self._eof:
+                self._fail(ConnectionClosed(self.total_read))
+                continue
+            self._room.set()  # the reader needs more than we hold: never stall it
+            self._data_ready.clear()
+            await self._data_ready.wait()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and demultiplexed but not yet consumed."""
+        return len(self._inbuf)
+
+    async def _read_loop(self) -> None:
+        try:
+            while self._failure is None:
+                await self._room.wait()
+                data = await self._stream.read(READ_SIZE)
+                if not data:
+                    break
+                self.total_read += len(data)
+                self._ingest(data)
+                if len(self._inbuf) > HIGH_WATER:
+                    self._room.clear()
+        except asyncio.CancelledError:
+            raise
+        except SessionError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a transport failure ends the stream like an EOF
+            self._log.debug("read failed: %r", exc)
+        finally:
+            self._eof = True
+            self._data_ready.set()
+
+    def _ingest(self, data: bytes) -> None:
+        if self._demux is None:
+            self._inbuf.extend(data)
+        else:
+            for event in self._demux.feed(data):
+                if isinstance(event, Data):
+                    self._inbuf.extend(event.data)
+                else:
+                    self._handle_message(event)
+        self._data_ready.set()
+
+    def _fail(self, failure: SessionError) -> None:
+        if self._failure is None:
+            self._failure = failure
+        self._data_ready.set()
+
+    def _handle_message(self, message: Message) -> None:
+        """io.c read_a_msg, for the messages a client may send a server."""
+        tag, payload = message.tag, message.payload
+        handler = self._handlers.get(tag)
+        if handler is not None:
+            handler(payload)
+            return
+        if tag in (MSG_ERROR_XFER, MSG_INFO, MSG_ERROR, MSG_WARNING):
+            self._log.info("peer: %s", payload.decode("utf-8", "backslashreplace").rstrip())
+        elif tag == MSG_IO_ERROR:
+            self.io_error |= _int_payload(tag, payload) & IOERR_VALID_MASK
+        elif tag == MSG_NOOP:
+            _expect_len(tag, payload, 0)
+        elif tag == MSG_ERROR_EXIT:
+            self._peer_exit(payload)
+        elif tag in (MSG_NO_SEND, MSG_SUCCESS):
+            _int_payload(tag, payload)  # unhandled by this role: validated and ignored
+        elif tag in (MSG_DELETED, MSG_IO_TIMEOUT):
+            raise RemoteProtocolError(
+                f"invalid multi-message {tag}:{len(payload)}", ExitCode.RERR_STREAMIO
+            )
+        else:
+            raise RemoteProtocolError(f"unexpected tag {tag}", ExitCode.RERR_STREAMIO)
+
+    def _peer_exit(self, payload: bytes) -> None:
+        if len(payload) == 4:
+            code = int.from_bytes(payload, "little", signed=True)
+            if self.protocol >= 31:
+                # we are a generator/receiver: acknowledge with the code (read_a_msg)
+                self.send_msg(MSG_ERROR_EXIT, payload)
+        elif not payload:
+            code = 0
+        else:
+            raise RemoteProtocolError(
+                f"invalid multi-message {MSG_ERROR_EXIT}:{len(payload)}", ExitCode.RERR_STREAMIO
+            )
+        self._fail(PeerExit(code))
+
+    # --- writing -----------------------------------------------------------------
+
+    def start_multiplex_out(self) -> None:
+        """From now on, our output is multiplexed (io_start_multiplex_out)."""
+        self._mux_out = True
+
+    @property
+    def multiplexing_out(self) -> bool:
+        return self._mux_out
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue logical data (never blocks; await `drain()` for backpressure)."""
+        if not data:
+            return
+        self.total_written += len(data)
+        if not self._mux_out:
+            self._stream.write(bytes(data))
+            return
+        self._out += data
+        if len(self._out) >= FRAME_SIZE:
+            self._flush(full_frames_only=True)
+        if self._out and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        with contextlib.suppress(Exception):
+            self._flush()
+
+    def _flush(self, *, full_frames_only: bool = False) -> None:
+        out = self._out
+        pos = 0
+        end = len(out)
+        while end - pos >= FRAME_SIZE or (not full_frames_only and pos < end):
+            size = min(FRAME_SIZE, end - pos)
+            self._stream.write(pack_frame_header(MSG_DATA, size) + out[pos : pos + size])
+            pos += size
+        del out[:pos]
+
+    async def drain(self) -> None:
+        """Wait until the transport has room (call after writing a lot)."""
+        if len(self._out) >= FRAME_SIZE:
+            self._flush(full_frames_only=True)
+        await self._stream.drain()
+
+    async def flush(self) -> None:
+        """Send everything buffered now and wait for the transport."""
+        self._flush()
+        await self._stream.drain()
+
+    def send_msg(self, tag: int, payload: bytes) -> None:
+        """Send one out-of-band message after all data written so far."""
+        self._flush()
+        self._stream.write(pack_frame(tag, payload))
+
+    # --- reporting (log.c rwrite for a server) ----------------------------------
+
+    def rprintf(self, code: Log, text: str | bytes) -> None:
+        """Report `text` (one or more lines, with newline) the way a real server does.
+
+        Errors and warnings go to our stderr (which the remote shell forwards) unless the
+        client asked for --no-msgs2stderr; info goes to the client as MSG_INFO. Below
+        protocol 30 MSG_ERROR/MSG_WARNING do not exist and are downgraded.
+        """
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+        self._log.log(
+            logging.INFO if code in (Log.INFO, Log.LOG) else logging.WARNING,
+            "%s",
+            data.decode("utf-8", "backslashreplace").rstrip("\n"),
+        )
+        if code == Log.LOG:
+            return
+        if code == Log.ERROR_XFER:
+            self.got_xfer_error = True
+        to_stderr = code != Log.INFO
+        if self._mux_out and self.msgs2stderr != 1 and (self.msgs2stderr != 2 or not to_stderr):
+            tag = int(code)
+            if self.protocol < 30:
+                tag = {MSG_ERROR: MSG_ERROR_XFER, MSG_WARNING: MSG_INFO}.get(tag, tag)
+            for start in range(0, len(data), 4096):
+                self.send_msg(tag, data[start : start + 4096])
+            return
+        self._stream.write_stderr(data)
+
+
+def _expect_len(tag: int, payload: bytes, length: int) -> None:
+    if len(payload) != length:
+        raise RemoteProtocolError(
+            f"invalid multi-message {tag}:{len(payload)}", ExitCode.RERR_STREAMIO
+        )
+
+
+def _int_payload(tag: int, payload: bytes) -> int:
+    _expect_len(tag, payload, 4)
+    return int.from_bytes(payload, "little", signed=True)
