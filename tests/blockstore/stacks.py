@@ -20,6 +20,7 @@ from blockstore.layers.compress import CompressLayer
 from blockstore.layers.encrypt import EncryptLayer
 from blockstore.layers.fault import FaultLayer, FaultSpec
 from blockstore.layers.limit import LimitLayer
+from blockstore.layers.pack import PackLayer
 from blockstore.layers.retry import RetryLayer
 from blockstore.layers.stats import StatsLayer
 from tests.blockstore.conformance import StackContext, register_stack
@@ -52,6 +53,7 @@ register_stack("retry", lambda ctx: RetryLayer(MemoryBackend()))
 register_stack("limit", lambda ctx: LimitLayer(MemoryBackend(), 2))
 register_stack("stats", lambda ctx: StatsLayer(MemoryBackend()))
 register_stack("fault", lambda ctx: FaultLayer(MemoryBackend(), FaultSpec(seed=1)))
+register_stack("pack", lambda ctx: PackLayer(MemoryBackend(), ctx.tmp_path, pack_size=1 << 16))
 register_stack("factory-memory", memory_factory_stack)
 register_stack("factory-localdir", lambda ctx: factory_stack(ctx, str(ctx.tmp_path / "store")))
 register_stack("factory-s3", lambda ctx: factory_stack(ctx, ctx.fixture("s3_url")))

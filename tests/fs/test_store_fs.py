@@ -50,7 +50,7 @@ class ProviderEnv:
             asyncio.run(self.provider.aclose())
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "localdir"])
 def fs_env(request: pytest.FixtureRequest, tmp_path: Path) -> ProviderEnv:
     if request.param == "memory":
         env = ProviderEnv(lambda: StoreProvider(Volume(MemoryBackend())))

@@ -1,0 +1,461 @@
+"""Pack layer: many small content-named objects travel as one large `packs/<id>` object.
+
+Theory of operation. S3 bills per request and a PUT costs tens of milliseconds, so the
+volume's blocks and tree objects (`blocks/<64 hex>`, `trees/<64 hex>`, already
+compressed and encrypted one by one by the layers above) are appended to an in-memory
+pack. When it reaches `pack_size` it is sealed and queued for upload; `uploaders`
+threads upload packs while the caller goes on filling the next one. The queue is
+bounded: `put` blocks when `queue_depth` sealed packs are waiting, so memory stays
+bounded by about (1 + queue_depth + uploaders) x pack_size. Every other key passes
+straight through to the inner backend.
+
+A pack is its objects back to back, then a trailer listing (kind, id, length) for each
+and a fixed tail (magic, count, creation time, trailer length, CRC). Its name is the
+SHA-256 of its bytes. The trailer holds only ids and lengths, never plaintext: with an
+encrypted store the ids are keyed hashes and the objects ciphertext. The trailer makes
+the bucket self-describing: `reindex` rebuilds the local index from `packs/` alone.
+
+Where things are (the local `PackIndex`, index.py): object -> (pack number, offset,
+length). `get`/`get_range` of a packed key is one range GET of its bytes inside the
+pack. Objects not uploaded yet are served from memory (`_pending`), so a writer sees
+its own writes at once. An object enters the index only after its pack is uploaded,
+so the index never points at data the bucket does not have.
+
+Failures: an upload that fails drops its objects from `_pending` (so `exists` turns
+false and a retry stores them again) and is reported by the next `flush()`, which is
+what the volume calls before a commit. `delete` drops a key from the index (and from a
+pack not yet uploaded); the bytes stay in their pack until gc repacks it. The keys
+`packs/<64 hex>` are this layer's own: hidden from `list`, refused to callers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import re
+import shutil
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blockstore.backend import Backend, IntegrityError, Layer, NotFoundError, StoreError
+from blockstore.volume.index import PACK_BITS, PackIndex, PackInfo
+
+PACK_PREFIX = "packs/"
+KIND_PREFIXES = ("blocks/", "trees/")  # kind 0 and 1 in the index
+DEFAULT_PACK_SIZE = 16 << 20
+_KEY_RE = re.compile(r"^(blocks|trees)/([0-9a-f]{64})$")
+_PACK_RE = re.compile(r"^packs/[0-9a-f]{64}$")
+_ENTRY = struct.Struct("<B32sI")
+_TAIL = struct.Struct("<4sB3xIQII4x")  # magic, version, count, created ns, entries len, crc
+_MAGIC = b"RSPK"
+_VERSION = 1
+_TRAILER_GUESS = 64 << 10
+
+log = logging.getLogger(__name__)
+
+
+def parse_key(key: str) -> tuple[int, bytes] | None:
+    """(kind, id) for a key this layer packs, else None."""
+    match = _KEY_RE.match(key)
+    if match is None:
+        return None
+    return (0 if match.group(1) == "blocks" else 1), bytes.fromhex(match.group(2))
+
+
+def object_key(kind: int, ident: bytes) -> str:
+    return KIND_PREFIXES[kind] + ident.hex()
+
+
+@dataclass(slots=True)
+class _Pack:
+    """A pack being filled or uploaded: its objects in order."""
+
+    entries: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, key: str, kind: int, ident: bytes, data: bytes) -> None:
+        self.entries.append((key, kind, ident, data))
+        self.size += len(data)
+
+    def seal(self) -> tuple[bytes, str, int]:
+        """The pack's bytes, name and creation time."""
+        created = time.time_ns()
+        trailer = b"".join(
+            _ENTRY.pack(kind, ident, len(data)) for _k, kind, ident, data in self.entries
+        )
+        tail = _TAIL.pack(
+            _MAGIC, _VERSION, len(self.entries), created, len(trailer), zlib.crc32(trailer)
+        )
+        blob = b"".join([*(data for *_rest, data in self.entries), trailer, tail])
+        return blob, hashlib.sha256(blob).hexdigest(), created
+
+
+def read_trailer(
+    backend: Backend, name: str, size: int
+) -> tuple[int, list[tuple[int, bytes, int, int]]]:
+    """(creation time, [(kind, id, offset, length)]) of pack `name` of `size` bytes."""
+    key = PACK_PREFIX + name
+    guess = min(size, _TRAILER_GUESS)
+    tail_bytes = backend.get_range(key, size - guess, guess)
+    if len(tail_bytes) < _TAIL.size:
+        raise IntegrityError(f"{key}: too short to be a pack", key=key)
+    magic, version, count, created, entries_len, crc = _TAIL.unpack_from(
+        tail_bytes, len(tail_bytes) - _TAIL.size
+    )
+    if magic != _MAGIC or version != _VERSION or entries_len != count * _ENTRY.size:
+        raise IntegrityError(f"{key}: not a pack (bad trailer)", key=key)
+    if entries_len + _TAIL.size > size:
+        raise IntegrityError(f"{key}: trailer longer than the pack", key=key)
+    if entries_len + _TAIL.size > len(tail_bytes):
+        trailer = backend.get_range(key, size - _TAIL.size - entries_len, entries_len)
+    else:
+        trailer = tail_bytes[
+            len(tail_bytes) - _TAIL.size - entries_len : len(tail_bytes) - _TAIL.size
+        ]
+    if zlib.crc32(trailer) != crc:
+        raise IntegrityError(f"{key}: pack trailer checksum mismatch", key=key)
+    entries = []
+    offset = 0
+    for kind, ident, length in _ENTRY.iter_unpack(trailer):
+        entries.append((kind, ident, offset, length))
+        offset += length
+    if offset + entries_len + _TAIL.size != size:
+        raise IntegrityError(f"{key}: pack size does not match its trailer", key=key)
+    return created, entries
+
+
+class PackLayer(Layer):
+    """Packs content-named objects into `packs/<id>` (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        state_dir: Path | None,
+        *,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        uploaders: int = 2,
+        queue_depth: int = 1,
+    ) -> None:
+        super().__init__(inner)
+        self.pack_size = pack_size
+        self._temp_dir = (
+            None if state_dir is not None else Path(tempfile.mkdtemp(prefix="packidx-"))
+        )
+        self.index = PackIndex((state_dir or self._temp_dir) / "packindex")  # type: ignore[operator]
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._current = _Pack()
+        self._pending: dict[str, tuple[int, bytes]] = {}  # key -> (pack serial, data)
+        self._serial = 0
+        self._in_flight = 0
+        self._failures: list[StoreError] = []
+        self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue(queue_depth)
+        self._threads = [
+            threading.Thread(target=self._upload_loop, name=f"pack-upload-{i}", daemon=True)
+            for i in range(uploaders)
+        ]
+        for thread in self._threads:
+            thread.start()
+        if self.index.needs_rebuild:
+            log.warning("pack index was not cleanly saved before a system crash: rebuilding")
+            self.reindex()
+        else:
+            self.sync_from_bucket()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        parsed = self._packed(key)
+        if parsed is None:
+            self.inner.put(key, data)
+            return
+        self._append(key, parsed, bytes(data))
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        parsed = self._packed(key)
+        if parsed is None:
+            return self.inner.put_if_absent(key, data)
+        with self._lock:
+            if key in self._pending or self.index.lookup(*parsed) is not None:
+                return False
+            sealed = self._add_locked(key, parsed, bytes(data))
+        self._enqueue(sealed)
+        return True
+
+    def _append(self, key: str, parsed: tuple[int, bytes], data: bytes) -> None:
+        with self._lock:
+            sealed = self._add_locked(key, parsed, data)
+        self._enqueue(sealed)
+
+    def _add_locked(
+        self, key: str, parsed: tuple[int, bytes], data: bytes
+    ) -> tuple[int, _Pack] | None:
+        if len(data) >= 1 << 32:
+            raise StoreError(f"{key}: object too large for a pack ({len(data)} bytes)", key=key)
+        self._current.add(key, parsed[0], parsed[1], data)
+        self._pending[key] = (self._serial, data)
+        return self._seal_locked() if self._current.size >= self.pack_size else None
+
+    def _seal_locked(self) -> tuple[int, _Pack] | None:
+        if not self._current.entries:
+            return None
+        sealed = (self._serial, self._current)
+        self._serial += 1
+        self._current = _Pack()
+        self._in_flight += 1
+        return sealed
+
+    def _enqueue(self, sealed: tuple[int, _Pack] | None) -> None:
+        if sealed is not None:
+            self._queue.put(sealed)  # blocks while the queue is full: backpressure
+
+    def _upload_loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            serial, pack = item
+            try:
+                self._upload(serial, pack)
+            except StoreError as exc:
+                log.error("pack upload failed: %s", exc)
+                with self._lock:
+                    self._failures.append(exc)
+            except BaseException as exc:  # keep the thread alive; report at flush
+                log.exception("pack upload crashed")
+                with self._lock:
+                    self._failures.append(StoreError(f"pack upload crashed: {exc!r}"))
+            finally:
+                with self._lock:
+                    for key, *_rest in pack.entries:
+                        if self._pending.get(key, (None,))[0] == serial:
+                            del self._pending[key]
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+
+    def _upload(self, serial: int, pack: _Pack) -> None:
+        blob, name, created = pack.seal()
+        self.inner.put(PACK_PREFIX + name, blob)
+        number = self.index.add_pack(name, len(blob), created, len(pack.entries))
+        # index only the objects neither deleted nor put again since; under the lock so
+        # a concurrent delete cannot slip in between the check and the insert
+        with self._lock:
+            live = [
+                (kind, ident, offset, len(data))
+                for (key, kind, ident, data), offset in zip(
+                    pack.entries, _offsets(pack), strict=True
+                )
+                if self._pending.get(key, (None,))[0] == serial
+            ]
+            self.index.insert(live, number)
+
+    def flush(self) -> None:
+        """Upload the partial pack, wait for every upload, report failures, sync."""
+        with self._lock:
+            sealed = self._seal_locked()
+        self._enqueue(sealed)
+        with self._lock:
+            while self._in_flight:
+                self._idle.wait()
+            failures, self._failures = self._failures, []
+        self.index.sync()
+        self.inner.flush()
+        if failures:
+            raise failures[0]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            for _thread in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()
+            self.index.close()
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self.inner.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        parsed = self._packed(key)
+        if parsed is None:
+            return self.inner.get(key)
+        return self._read(key, parsed, 0, None)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        parsed = self._packed(key)
+        if parsed is None:
+            return self.inner.get_range(key, offset, length)
+        return self._read(key, parsed, offset, length)
+
+    def _read(self, key: str, parsed: tuple[int, bytes], start: int, length: int | None) -> bytes:
+        for attempt in range(2):
+            with self._lock:
+                pending = self._pending.get(key)
+            if pending is not None:
+                data = pending[1]
+                return data[start : None if length is None else start + length]
+            found = self.index.lookup(*parsed)
+            if found is None:
+                raise NotFoundError(f"{key}: not found", key=key)
+            number, offset, size = found
+            info = self.index.pack(number)
+            want = size - start if length is None else max(0, min(length, size - start))
+            if want <= 0:
+                return b""
+            try:
+                data = self.inner.get_range(PACK_PREFIX + info.name, offset + start, want)
+            except NotFoundError:
+                if attempt:
+                    raise IntegrityError(
+                        f"{key}: its pack {info.name} is missing", key=key
+                    ) from None
+                self.sync_from_bucket()  # repacked elsewhere? learn the new location
+                continue
+            if len(data) != want:
+                raise IntegrityError(f"{key}: pack {info.name} is truncated", key=key)
+            return data
+        raise AssertionError("unreachable")
+
+    def exists(self, key: str) -> bool:
+        parsed = self._packed(key)
+        if parsed is None:
+            return self.inner.exists(key)
+        with self._lock:
+            if key in self._pending:
+                return True
+        return self.index.lookup(*parsed) is not None
+
+    def delete(self, key: str) -> None:
+        parsed = self._packed(key)
+        if parsed is None:
+            self.inner.delete(key)
+            return
+        with self._lock:
+            self._pending.pop(key, None)
+        self.index.delete(*parsed)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        passthrough = []
+        for key in keys:
+            if self._packed(key) is None:
+                passthrough.append(key)
+            else:
+                self.delete(key)
+        if passthrough:
+            self.inner.delete_many(passthrough)
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Packed keys (from the index and pending) merged with the inner keys."""
+        listing = {key: size for key, size in self.inner.list(prefix) if not _PACK_RE.match(key)}
+        for kind, kind_prefix in enumerate(KIND_PREFIXES):
+            if not (kind_prefix.startswith(prefix) or prefix.startswith(kind_prefix)):
+                continue
+            for piece in self.index.entries():
+                words = piece["packword"] >> np.uint32(PACK_BITS)
+                for ident, length in zip(
+                    piece["id"][words == kind].tolist(),
+                    piece["length"][words == kind].tolist(),
+                    strict=True,
+                ):
+                    key = kind_prefix + bytes(ident).hex()
+                    if key.startswith(prefix):
+                        listing[key] = length
+        with self._lock:
+            for key, (_serial, data) in self._pending.items():
+                if key.startswith(prefix):
+                    listing[key] = len(data)
+        for key in sorted(listing):
+            yield key, listing[key]
+
+    # -- the bucket is the truth ----------------------------------------------------------
+
+    def sync_from_bucket(self) -> int:
+        """Index packs the bucket has and the index lacks; forget vanished packs.
+
+        Returns the number of packs added. Cheap when nothing changed (one LIST per
+        1000 packs): run at open, and when a read finds its pack gone.
+        """
+        in_bucket = {k: n for k, n in self.inner.list(PACK_PREFIX) if _PACK_RE.match(k)}
+        known = {info.name: info for info in self.index.packs() if not info.deleted}
+        vanished = [info for name, info in known.items() if PACK_PREFIX + name not in in_bucket]
+        if vanished:
+            self._forget_packs({info.number for info in vanished})
+        fresh = [
+            (key[len(PACK_PREFIX) :], size)
+            for key, size in in_bucket.items()
+            if key[len(PACK_PREFIX) :] not in known
+        ]
+        self._index_packs(fresh)
+        return len(fresh)
+
+    def reindex(self) -> int:
+        """Rebuild the local index from the bucket alone; return the number of packs."""
+        self.index.clear()
+        packs = [
+            (key[len(PACK_PREFIX) :], size)
+            for key, size in self.inner.list(PACK_PREFIX)
+            if _PACK_RE.match(key)
+        ]
+        self._index_packs(packs)
+        self.index.sync()
+        return len(packs)
+
+    def _index_packs(self, packs: list[tuple[str, int]]) -> None:
+        def load(item: tuple[str, int]) -> tuple[str, int, int, list[Any]]:
+            name, size = item
+            created, entries = read_trailer(self.inner, name, size)
+            return name, size, created, entries
+
+        with ThreadPoolExecutor(max(1, min(8, self.properties.connections))) as pool:
+            for name, size, created, entries in pool.map(load, packs):
+                number = self.index.add_pack(name, size, created, len(entries))
+                self.index.insert([(k, i, o, n) for k, i, o, n in entries], number)
+
+    def _forget_packs(self, numbers: set[int]) -> None:
+        for piece in self.index.entries():
+            packs = piece["packword"] & np.uint32((1 << PACK_BITS) - 1)
+            words = piece["packword"] >> np.uint32(PACK_BITS)
+            mask = np.isin(packs, np.array(sorted(numbers), dtype=np.uint32))
+            for ident, kind in zip(piece["id"][mask].tolist(), words[mask].tolist(), strict=True):
+                self.index.delete(int(kind), bytes(ident))
+        for number in numbers:
+            self.index.remove_pack(number)
+
+    def packs(self) -> list[PackInfo]:
+        """The packs in the index (not deleted)."""
+        return [info for info in self.index.packs() if not info.deleted]
+
+    def delete_pack(self, info: PackInfo) -> None:
+        """Remove a pack object (gc calls this once nothing live points into it)."""
+        self.inner.delete(PACK_PREFIX + info.name)
+        self.index.remove_pack(info.number)
+
+    def _packed(self, key: str) -> tuple[int, bytes] | None:
+        if _PACK_RE.match(key):
+            raise StoreError(f"{key}: pack objects belong to the pack layer", key=key)
+        return parse_key(key)
+
+
+def _offsets(pack: _Pack) -> list[int]:
+    offsets, position = [], 0
+    for *_rest, data in pack.entries:
+        offsets.append(position)
+        position += len(data)
+    return offsets
+
+
+def pack_layer_factory(inner: Backend, config: Any, state_dir: Path | None) -> PackLayer:
+    """The `PackFactory` for `blockstore.factory.open_store` (pack size from the config)."""
+    volume = getattr(config, "volume", {}) or {}
+    return PackLayer(inner, state_dir, pack_size=int(volume.get("pack_size", DEFAULT_PACK_SIZE)))
