@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from rsyncd_py.fs.base import FileSystem, FsProvider
+from rsyncd_py.protocol.errors import ExitCode
 from rsyncd_py.transports.command import CommandRejected, ServerCommand, parse_exec_command
 from rsyncd_py.transports.ssh_stream import ChannelStream
 from rsyncd_py.transports.stream import ByteStream
@@ -56,10 +57,11 @@ __all__ = [
     "load_or_create_host_key",
 ]
 
-# rsync errcode.h codes the transport itself reports.
-RERR_SYNTAX = 1  # refused command, like rsync refusing an unknown option
-RERR_STREAMIO = 12  # the session crashed inside this server
-RERR_SIGNAL = 20  # the server shut down under a running session
+# The rsync exit codes the transport itself reports:
+#   RERR_SYNTAX       a refused command, like rsync refusing an unknown option
+#   RERR_STARTCLIENT  the server is shutting down and cannot start the session
+#   RERR_CRASHED      the session runner raised (a bug; run_server itself never does)
+#   RERR_SIGNAL       the server shut down under a running session
 
 REFUSED_COMMAND = b"rsyncd-py: only rsync server commands are allowed\n"
 REFUSED_DAEMON = (
@@ -67,6 +69,7 @@ REFUSED_DAEMON = (
     b"use host:path with a single colon\n"
 )
 REFUSED_PUSH = b"rsyncd-py: ERROR: this key is read-only: it may pull but not push\n"
+REFUSED_DRAINING = b"rsyncd-py: server is shutting down, try again later\n"
 READ_ONLY_KEY_OPTION = "rsyncd-readonly"
 CLOSE_TIMEOUT = 10.0  # seconds a client gets to acknowledge the end of a session
 FORWARDING_REFUSED = "rsyncd-py: forwarding is not allowed"
@@ -125,7 +128,7 @@ def load_or_create_host_key(path: Path) -> tuple[asyncssh.SSHKey, bool]:
     return key, True
 
 
-class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class SessionLog(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every line with the session id, user and peer address."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -159,6 +162,11 @@ class SshServer:
         """The port actually listened on (useful with port 0)."""
         assert self._acceptor is not None, "server not started"
         return self._acceptor.get_port()
+
+    @property
+    def draining(self) -> bool:
+        """Whether `shutdown` has begun (new sessions are refused)."""
+        return self._draining
 
     @property
     def active_sessions(self) -> int:
@@ -258,6 +266,7 @@ class _Connection(asyncssh.SSHServer):
         self.server = server
         self.conn_id = conn_id
         self.peer = "?"
+        self.authenticated = False
         self._conn: asyncssh.SSHServerConnection | None = None
         self._session_ids = itertools.count(1)
 
@@ -269,6 +278,13 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        if not self.authenticated:
+            self.server.log.info(
+                "c%d: %s left without authenticating%s",
+                self.conn_id,
+                self.peer,
+                f" ({exc})" if exc else "",
+            )
 
     def begin_auth(self, username: str) -> bool:
         """Load the authorized keys afresh for this connection (always require auth)."""
@@ -285,8 +301,21 @@ class _Connection(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True  # offered even when no key is usable, so clients see "(publickey)"
 
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Called only for keys missing from authorized_keys: log the refusal."""
+        self.server.log.info(
+            "c%d: %s offered a key that is not authorized: %s %s (user %r)",
+            self.conn_id,
+            self.peer,
+            key.get_algorithm(),
+            key.get_fingerprint(),
+            username,
+        )
+        return False
+
     def auth_completed(self) -> None:
         assert self._conn is not None
+        self.authenticated = True
         self.server.log.info(
             "c%d: %s authenticated as %r",
             self.conn_id,
@@ -409,17 +438,17 @@ class _RsyncSession(asyncssh.SSHServerSession[bytes]):
         )
         log.info("start: %r%s", self._request, " (read-only key)" if read_only else "")
         started = time.monotonic()
-        status = RERR_SYNTAX
+        status = ExitCode.RERR_SYNTAX
         cancelled = False
         try:
             status = await self._dispatch(stream, read_only, log)
         except asyncio.CancelledError:
             cancelled = True
-            status = RERR_SIGNAL
+            status = ExitCode.RERR_SIGNAL
             stream.write_stderr(b"rsyncd-py: server shutting down, session aborted\n")
         except Exception:
             log.exception("session crashed")
-            status = RERR_STREAMIO
+            status = ExitCode.RERR_CRASHED
             stream.write_stderr(b"rsyncd-py: internal server error (see the server log)\n")
         finally:
             await self._finish(stream, status, flush=not cancelled)
@@ -451,15 +480,18 @@ class _RsyncSession(asyncssh.SSHServerSession[bytes]):
     async def _dispatch(self, stream: ChannelStream, read_only: bool, log: SessionLog) -> int:
         """Return the exit status for this request, running the rsync session if allowed."""
         command = self._command
+        if self.conn.server.draining:
+            stream.write_stderr(REFUSED_DRAINING)
+            return ExitCode.RERR_STARTCLIENT
         if command is None:
             stream.write_stderr(REFUSED_COMMAND)
-            return RERR_SYNTAX
+            return ExitCode.RERR_SYNTAX
         if command.is_daemon:
             stream.write_stderr(REFUSED_DAEMON)
-            return RERR_SYNTAX
+            return ExitCode.RERR_SYNTAX
         if read_only and not command.is_sender:
             stream.write_stderr(REFUSED_PUSH)
-            return RERR_SYNTAX
+            return ExitCode.RERR_SYNTAX
         provider = _SessionProvider(self.conn.server.provider, self.conn.username(), read_only)
         return await self.conn.server.run_session(stream, command, provider, log)
 

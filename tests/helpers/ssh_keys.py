@@ -223,6 +223,8 @@ def start_serve(
         *extra_args,
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("RSYNCD_PY_STORE", "RSYNCD_PY_DATA")}
+    # A restart under the same name appends to the same log: only read what this run adds.
+    log_offset = log_path.stat().st_size if log_path.exists() else 0
     process = subprocess.Popen(
         [sys.executable, "-m", "rsyncd_py.cli.main", *args],
         stdin=subprocess.DEVNULL,
@@ -232,7 +234,9 @@ def start_serve(
     )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        text = (
+            log_path.read_bytes()[log_offset:].decode(errors="replace") if log_path.exists() else ""
+        )
         found = _LISTENING.search(text)
         if found:
             return ServeHandle(

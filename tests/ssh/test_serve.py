@@ -34,19 +34,30 @@ def _missing(module: str) -> bool:
 
 NO_LOCAL_FS = _missing("rsyncd_py.fs.local")
 NO_SESSION = _missing("rsyncd_py.session")
+NO_SENDER = _missing("rsyncd_py.roles.sender")
 NO_PACKS = _missing("blockstore.layers.pack")
 
 needs_local_fs = pytest.mark.xfail(
     NO_LOCAL_FS, reason="rsyncd_py.fs.local (LocalProvider, --root) not landed", strict=True
 )
-needs_session = pytest.mark.xfail(
+needs_push = pytest.mark.xfail(
     NO_SESSION or NO_LOCAL_FS,
     reason="rsyncd_py.session.run_server / LocalProvider not landed",
+    strict=True,
+)
+needs_pull = pytest.mark.xfail(
+    NO_SESSION or NO_LOCAL_FS or NO_SENDER,
+    reason="the pull role (rsyncd_py.roles.sender) not landed",
     strict=True,
 )
 needs_store = pytest.mark.xfail(
     NO_SESSION or NO_PACKS,
     reason="run_server or the pack layer (StoreProvider.open) not landed",
+    strict=True,
+)
+needs_store_pull = pytest.mark.xfail(
+    NO_SESSION or NO_PACKS or NO_SENDER,
+    reason="the pull role (rsyncd_py.roles.sender) or the pack layer not landed",
     strict=True,
 )
 
@@ -143,23 +154,42 @@ def test_start_up_errors_are_one_clear_line(
     assert "rsyncd-py serve: " in result.stderr and message in result.stderr
 
 
-@needs_session
-def test_push_and_pull_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
+@needs_push
+def test_push_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     source = _make_source(tmp_path / "src", big=3 << 20)
     push = rsyncd_serve.rsync("-a", f"{source}/", rsyncd_serve.dest("backup/"))
     assert push.returncode == 0, push.stderr
     assert rsyncd_serve.root is not None
     assert _tree(rsyncd_serve.root / "backup") == _tree(source)
+    log = rsyncd_serve.log_text()
+    assert "start: 'rsync --server " in log
+    assert "end: exit 0" in log
+
+
+@needs_pull
+def test_pull_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
+    assert rsyncd_serve.root is not None
+    source = _make_source(rsyncd_serve.root / "backup", big=3 << 20)
     back = tmp_path / "back"
     pull = rsyncd_serve.rsync("-a", rsyncd_serve.dest("backup/"), f"{back}/")
     assert pull.returncode == 0, pull.stderr
     assert _tree(back) == _tree(source)
-    log = rsyncd_serve.log_text()
-    assert "end: exit 0" in log
 
 
-@needs_session
-def test_read_only_key_pulls_but_cannot_push(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
+@needs_push
+def test_read_only_key_cannot_push(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
+    assert rsyncd_serve.root is not None
+    (rsyncd_serve.root / "shared").mkdir()
+    source = _make_source(tmp_path / "src", files=2)
+    key = rsyncd_serve.keys.readonly
+    push = rsyncd_serve.rsync("-a", f"{source}/", rsyncd_serve.dest("shared/"), key=key)
+    assert push.returncode != 0
+    assert b"read-only" in push.stderr
+    assert os.listdir(rsyncd_serve.root / "shared") == []
+
+
+@needs_pull
+def test_read_only_key_can_pull(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     assert rsyncd_serve.root is not None
     (rsyncd_serve.root / "shared").mkdir()
     (rsyncd_serve.root / "shared" / "a.txt").write_bytes(b"hello")
@@ -167,14 +197,9 @@ def test_read_only_key_pulls_but_cannot_push(rsyncd_serve: ServeHandle, tmp_path
     pull = rsyncd_serve.rsync("-a", rsyncd_serve.dest("shared/"), f"{tmp_path / 'got'}/", key=key)
     assert pull.returncode == 0, pull.stderr
     assert (tmp_path / "got" / "a.txt").read_bytes() == b"hello"
-    source = _make_source(tmp_path / "src", files=2)
-    push = rsyncd_serve.rsync("-a", f"{source}/", rsyncd_serve.dest("shared/"), key=key)
-    assert push.returncode != 0
-    assert b"read-only" in push.stderr
-    assert sorted(os.listdir(rsyncd_serve.root / "shared")) == ["a.txt"]
 
 
-@needs_session
+@needs_push
 def test_two_concurrent_pushes(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     sources = [_make_source(tmp_path / f"src{i}", files=30, big=2 << 20) for i in range(2)]
     results: list[subprocess.CompletedProcess[bytes]] = [None, None]  # type: ignore[list-item]
@@ -193,7 +218,7 @@ def test_two_concurrent_pushes(rsyncd_serve: ServeHandle, tmp_path: Path) -> Non
         assert _tree(rsyncd_serve.root / f"dst{i}") == _tree(sources[i])
 
 
-@needs_session
+@needs_push
 def test_server_survives_a_client_killed_mid_transfer(
     rsyncd_serve: ServeHandle, tmp_path: Path
 ) -> None:
@@ -221,14 +246,27 @@ def test_server_survives_a_client_killed_mid_transfer(
     assert rsyncd_serve.process.poll() is None
 
 
-@needs_store
-def test_default_data_dir_store_push_and_pull(rsyncd_serve_factory: object, tmp_path: Path) -> None:
-    server: ServeHandle = rsyncd_serve_factory(root=None, name="store")  # type: ignore[operator]
+def _push_into_default_store(factory: object, tmp_path: Path) -> tuple[ServeHandle, Path]:
+    server: ServeHandle = factory(root=None, name="store")  # type: ignore[operator]
     assert "created a new local store" in server.log_text()
     assert (server.data_dir / "store").is_dir()
     source = _make_source(tmp_path / "src", big=1 << 20)
     push = server.rsync("-a", f"{source}/", server.dest("docs/"))
     assert push.returncode == 0, push.stderr
+    return server, source
+
+
+@needs_store
+def test_default_data_dir_store_push(rsyncd_serve_factory: object, tmp_path: Path) -> None:
+    server, _ = _push_into_default_store(rsyncd_serve_factory, tmp_path)
+    assert server.stop() == 0
+    again: ServeHandle = rsyncd_serve_factory(root=None, name="store")  # type: ignore[operator]
+    assert again.log_text().count("created a new local store") == 1  # same log file, same store
+
+
+@needs_store_pull
+def test_default_data_dir_store_pull(rsyncd_serve_factory: object, tmp_path: Path) -> None:
+    server, source = _push_into_default_store(rsyncd_serve_factory, tmp_path)
     back = tmp_path / "back"
     pull = server.rsync("-a", server.dest("docs/"), f"{back}/")
     assert pull.returncode == 0, pull.stderr
