@@ -1,0 +1,205 @@
+"""``rsyncd-py [GLOBAL OPTIONS] --server ARGS...``: serve one rsync session on stdin/stdout.
+
+How clients get here:
+
+- ``rsync --rsync-path='rsyncd-py --store URL' -e ssh src/ host:dst/``: the remote shell
+  runs ``rsyncd-py --store URL --server -logDtpre.iLsfxCIvu . dst/``.
+- An OpenSSH forced command, ``command="rsyncd-py --store URL --server"`` in
+  authorized_keys: nothing follows ``--server`` and the client's own command is taken
+  from ``SSH_ORIGINAL_COMMAND``, vetted like the SSH server vets exec requests
+  (`rsyncd_py.transports.command`).
+
+Global options (before ``--server``): ``--root DIR`` serves a plain directory;
+otherwise ``--store URL`` (default ``$RSYNCD_PY_STORE``) with ``--key-file F`` and
+``--state-dir D`` (local cache) serves the block store. ``--log-file F`` and ``-v``
+(repeatable) control logging, which goes to the file or else to stderr.
+
+stdout *is* the protocol stream: it is claimed before anything else runs
+(`claim_stdio`), so no banner or warning can ever reach it. A bad global option or a
+store that cannot be opened prints one ``rsyncd-py: ...`` line plus rsync's exit line to
+stderr and exits with rsync's code (1 for usage, 5 for a store that cannot be opened),
+exactly like a real ``rsync --server`` refusing an option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rsyncd_py.fs.base import FsProvider
+from rsyncd_py.protocol.errors import ExitCode, exit_line
+from rsyncd_py.transports.stdio import StdioFds, StdioStream, claim_stdio, write_diagnostic
+
+logger = logging.getLogger(__name__)
+
+_STDERR = 2
+
+
+class UsageError(Exception):
+    """The global options are unusable; the message is the one line to print."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="rsyncd-py", add_help=False, allow_abbrev=False)
+    parser.add_argument("--root", metavar="DIR")
+    parser.add_argument("--store", metavar="URL")
+    parser.add_argument("--key-file", metavar="F")
+    parser.add_argument("--state-dir", metavar="D")
+    parser.add_argument("--log-file", metavar="F")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalOptions:
+    """What the operator chose before ``--server``."""
+
+    root: str | None
+    store: str | None
+    key_file: str | None
+    state_dir: str | None
+    log_file: str | None
+    verbose: int
+
+
+def parse_command_line(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
+    """Split `argv` at ``--server``; return the global options and the server argv."""
+    args = list(argv)
+    if "--server" not in args:
+        raise UsageError("--server missing")
+    split = args.index("--server")
+    ns = _build_parser().parse_args(args[:split])
+    if ns.root is not None and ns.store is not None:
+        raise UsageError("--root and --store are mutually exclusive")
+    options = GlobalOptions(ns.root, ns.store, ns.key_file, ns.state_dir, ns.log_file, ns.verbose)
+    server_argv = args[split:]
+    if len(server_argv) == 1:
+        server_argv = _forced_command_argv()
+    return options, server_argv
+
+
+def _forced_command_argv() -> list[str]:
+    """Return the server argv from ``SSH_ORIGINAL_COMMAND`` (OpenSSH forced command)."""
+    from rsyncd_py.transports.command import CommandRejected, parse_exec_command
+
+    original = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if not original:
+        raise UsageError("nothing after --server and no SSH_ORIGINAL_COMMAND to serve")
+    try:
+        return list(parse_exec_command(original).argv)
+    except CommandRejected as exc:
+        raise UsageError(f"refusing SSH_ORIGINAL_COMMAND: {exc.reason}") from None
+
+
+def _fail(message: str, code: int) -> int:
+    """Report a failure before the protocol started, as ``rsync --server`` would."""
+    text = f"rsyncd-py: {message}\n" + exit_line(code, "server")
+    write_diagnostic(_STDERR, text.encode(errors="backslashreplace"))
+    return code
+
+
+class _DiagnosticHandler(logging.Handler):
+    """Log records to stderr, one line each, never a traceback, never raising."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"rsyncd-py: {record.getMessage()}\n"
+        write_diagnostic(_STDERR, text.encode(errors="backslashreplace"))
+
+
+def _configure_logging(options: GlobalOptions) -> None:
+    """Route the package's logs to stderr and, with ``--log-file``, to a file.
+
+    stderr (which the client prints) gets warnings, or info with -v, as single lines;
+    the file gets everything from INFO (with -v: DEBUG), tracebacks included.
+    """
+    package_logger = logging.getLogger("rsyncd_py")
+    package_logger.propagate = False
+    stderr_handler = _DiagnosticHandler(logging.INFO if options.verbose else logging.WARNING)
+    package_logger.addHandler(stderr_handler)
+    level = stderr_handler.level
+    if options.log_file:
+        file_handler = logging.FileHandler(options.log_file)
+        file_handler.setFormatter(
+            logging.Formatter(f"%(asctime)s rsyncd-py[{os.getpid()}] %(levelname)s %(message)s")
+        )
+        file_handler.setLevel(logging.DEBUG if options.verbose else logging.INFO)
+        package_logger.addHandler(file_handler)
+        level = min(level, file_handler.level)
+    package_logger.setLevel(level)
+
+
+def run(argv: Sequence[str]) -> int:
+    """Serve one session on stdin/stdout and return the rsync exit code."""
+    fds = claim_stdio()
+    try:
+        options, server_argv = parse_command_line(argv)
+        _configure_logging(options)
+    except (UsageError, OSError) as exc:
+        return _fail(str(exc), ExitCode.RERR_SYNTAX)
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(fds, options, server_argv))
+
+
+async def _serve(fds: StdioFds, options: GlobalOptions, server_argv: list[str]) -> int:
+    """Open the provider, run the session, and always release both."""
+    from blockstore.backend import StoreError
+    from rsyncd_py.fs.factory import StoreOptions, open_provider
+
+    store = None
+    if options.store is not None:
+        store = StoreOptions(options.store, options.key_file, options.state_dir)
+    try:
+        provider = open_provider(root=options.root, store=store)
+    except ValueError as exc:
+        return _fail(str(exc), ExitCode.RERR_SYNTAX)
+    except (OSError, StoreError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return _fail(
+            f"cannot open {options.root or options.store or 'the store'}: {reason}",
+            ExitCode.RERR_STARTCLIENT,
+        )
+    stream = StdioStream(fds)
+    try:
+        return await _run_session(stream, server_argv, provider)
+    finally:
+        await provider.aclose()
+        await stream.close()
+        await stream.aclose_input()
+
+
+async def _run_session(stream: StdioStream, server_argv: list[str], provider: FsProvider) -> int:
+    """Run `run_server`, turning a signal or an unexpected exception into rsync's exit."""
+    from rsyncd_py.session import run_server
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        return int(await run_server(stream, server_argv, provider))
+    except asyncio.CancelledError:
+        stream.write_stderr(exit_line(ExitCode.RERR_SIGNAL, "server").encode())
+        return ExitCode.RERR_SIGNAL
+    except ConnectionError as exc:  # the session should have reported it; a safety net
+        logger.warning("connection to the client lost: %s", exc)
+        return ExitCode.RERR_STREAMIO
+    except Exception as exc:
+        logger.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=True)
+        stream.write_stderr(exit_line(ExitCode.RERR_CRASHED, "server").encode())
+        return ExitCode.RERR_CRASHED
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            loop.remove_signal_handler(signum)
