@@ -11,8 +11,9 @@ How clients get here:
 
 Global options (before ``--server``): ``--root DIR`` serves a plain directory;
 otherwise ``--store URL`` (default ``$RSYNCD_PY_STORE``) with ``--key-file F`` and
-``--state-dir D`` (local cache) serves the block store. ``--log-file F`` and ``-v``
-(repeatable) control logging, which goes to the file or else to stderr.
+``--state-dir D`` (local cache) serves the block store. ``--log-file F`` logs to a
+file; ``-v`` logs to stderr (or more detail to the file); by default nothing is logged,
+since the session writes its rsync messages to stderr itself.
 
 stdout *is* the protocol stream: it is claimed before anything else runs
 (`claim_stdio`), so no banner or warning can ever reach it. A bad global option or a
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rsyncd_py.fs.base import FsProvider
+from rsyncd_py.logsetup import configure_logging
 from rsyncd_py.protocol.errors import ExitCode, exit_line
 from rsyncd_py.transports.stdio import StdioFds, StdioStream, claim_stdio, write_diagnostic
 
@@ -108,34 +110,17 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-class _DiagnosticHandler(logging.Handler):
-    """Log records to stderr, one line each, never a traceback, never raising."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = f"rsyncd-py: {record.getMessage()}\n"
-        write_diagnostic(_STDERR, text.encode(errors="backslashreplace"))
-
-
 def _configure_logging(options: GlobalOptions) -> None:
-    """Route the package's logs to stderr and, with ``--log-file``, to a file.
+    """Log to ``--log-file``, or with ``-v`` to stderr; otherwise nowhere.
 
-    stderr (which the client prints) gets warnings, or info with -v, as single lines;
-    the file gets everything from INFO (with -v: DEBUG), tracebacks included.
+    stderr is the rsync client's terminal and the session already writes every rsync
+    message there itself, so by default nothing is logged (a second copy of each error
+    would only confuse); ``-v`` asks for the log there anyway.
     """
-    package_logger = logging.getLogger("rsyncd_py")
-    package_logger.propagate = False
-    stderr_handler = _DiagnosticHandler(logging.INFO if options.verbose else logging.WARNING)
-    package_logger.addHandler(stderr_handler)
-    level = stderr_handler.level
-    if options.log_file:
-        file_handler = logging.FileHandler(options.log_file)
-        file_handler.setFormatter(
-            logging.Formatter(f"%(asctime)s rsyncd-py[{os.getpid()}] %(levelname)s %(message)s")
-        )
-        file_handler.setLevel(logging.DEBUG if options.verbose else logging.INFO)
-        package_logger.addHandler(file_handler)
-        level = min(level, file_handler.level)
-    package_logger.setLevel(level)
+    if options.log_file or options.verbose:
+        configure_logging(options.verbose, options.log_file, quiet=not options.log_file)
+    else:
+        configure_logging(0, stream=open(os.devnull, "w"))  # noqa: SIM115 (process lifetime)
 
 
 def run(argv: Sequence[str]) -> int:
@@ -197,7 +182,9 @@ async def _run_session(stream: StdioStream, server_argv: list[str], provider: Fs
         logger.warning("connection to the client lost: %s", exc)
         return ExitCode.RERR_STREAMIO
     except Exception as exc:
-        logger.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=True)
+        logger.error("internal error", exc_info=True)
+        line = f"rsyncd-py: internal error: {type(exc).__name__}: {exc}\n"
+        stream.write_stderr(line.encode(errors="backslashreplace"))
         stream.write_stderr(exit_line(ExitCode.RERR_CRASHED, "server").encode())
         return ExitCode.RERR_CRASHED
     finally:
