@@ -187,11 +187,12 @@ class LocalDirBackend(Backend):
         path = self._path(key)
         temp = self._write_temp(key, data)
         try:
-            os.makedirs(path.parent, exist_ok=True)
+            self._make_dirs(path.parent, key)
             os.rename(temp, path)
         except OSError as exc:
-            self._discard(temp)
             raise _store_error(exc, "put", key) from exc
+        finally:
+            self._discard(temp)  # gone already after a successful rename
         self._sync_dir(path.parent, key)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -200,7 +201,7 @@ class LocalDirBackend(Backend):
             return False
         temp = self._write_temp(key, data)
         try:
-            os.makedirs(path.parent, exist_ok=True)
+            self._make_dirs(path.parent, key)
             os.link(temp, path)
         except FileExistsError:
             return False
@@ -239,6 +240,19 @@ class LocalDirBackend(Backend):
             raise _store_error(exc, "put", key) from exc
         os.close(fd)
         return temp
+
+    def _make_dirs(self, directory: Path, key: str) -> None:
+        """Create `directory` and missing parents, each made durable in its parent."""
+        if directory.is_dir():
+            return
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(new)
+            self._sync_dir(new.parent, key)
 
     def _sync_dir(self, directory: Path, key: str) -> None:
         """Make the rename or link that named `key` in `directory` durable (fsync the dir)."""
