@@ -19,7 +19,9 @@ down: nothing runs but rsync server sessions.
     key options `rsyncd-readonly` in authorized_keys makes that key pull-only: pushes
                 are refused up front, and its sessions get a read-only file system.
     limits      login timeout, keepalives, at most `max_sessions` concurrent sessions
-                (extra session channels are refused with a message ssh prints).
+                (extra session channels are refused with a message ssh prints), at
+                most `max_startups` connections authenticating at once (more are
+                dropped, like sshd's MaxStartups).
 
 Session lifecycle: slot taken in `session_requested` -> command vetted in
 `exec_requested` -> `session_started` starts the task that runs the rsync session ->
@@ -103,6 +105,7 @@ class SshSettings:
     host: str = "127.0.0.1"
     port: int = 2222
     max_sessions: int = 16
+    max_startups: int = 32  # connections allowed to be authenticating at once
     login_timeout: float = 30.0
     keepalive_interval: float = 30.0
     keepalive_count_max: int = 4
@@ -274,9 +277,24 @@ class _Connection(asyncssh.SSHServer):
         self._conn = conn
         host, port = conn.get_extra_info("peername", ("?", 0))[:2]
         self.peer = f"{host}:{port}"
-        self.server._connections.add(self)
+        server = self.server
+        pending = sum(1 for c in server._connections if not c.authenticated)
+        if pending >= server.settings.max_startups:
+            # sshd's MaxStartups: a flood of unauthenticated connections must not starve
+            # real clients of file descriptors and CPU.
+            server.log.warning(
+                "c%d: %s dropped: %d connections are still authenticating",
+                self.conn_id,
+                self.peer,
+                pending,
+            )
+            conn.abort()
+            return
+        server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self not in self.server._connections:
+            return  # dropped in connection_made; already logged
         self.server._connections.discard(self)
         if not self.authenticated:
             self.server.log.info(

@@ -270,3 +270,19 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_too_many_unauthenticated_connections_are_dropped(ssh_server_factory: object) -> None:
+    server: InProcessServer = ssh_server_factory(max_startups=3)  # type: ignore[operator]
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)]
+    try:
+        for sock in idle:  # each gets the server's version line: they are being served
+            assert sock.recv(8).startswith(b"SSH-")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as extra:
+            assert extra.recv(4096) == b""  # closed at once, without a greeting
+        refused = server.ssh(rsync_command(".", "exit:0"))
+        assert refused.returncode == 255  # a real client is turned away too while flooded
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: server.ssh(rsync_command(".", "exit:0")).returncode == 0)
