@@ -3,4 +3,8 @@
 Each tier's owner adds its plugin module with a one-line edit (keep the list sorted).
 """
 
-pytest_plugins: list[str] = ["tests.helpers.moto_server", "tests.helpers.ssh_keys"]
+pytest_plugins: list[str] = [
+    "tests.helpers.moto_server",
+    "tests.helpers.rsync_harness",
+    "tests.helpers.ssh_keys",
+]
