@@ -24,6 +24,7 @@ Theory of operation:
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -64,8 +65,13 @@ _DENIED = frozenset({
 _FULL = frozenset({"QuotaExceeded", "XMinioStorageFull", "StorageFull"})
 
 # Building a boto3 session loads the service models (~0.1 s); clients made from one
-# session share them. Sessions are not thread-safe, so clients are made under a lock.
-_sessions: dict[tuple[str | None, str | None], boto3.session.Session] = {}
+# session share them. A session caches the credentials it resolved, so it is reused
+# only while the environment that chose them is unchanged. Sessions are not
+# thread-safe, so clients are made under a lock.
+_SESSION_ENV = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_REGION",
+                "AWS_DEFAULT_REGION")
+_sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
 _session_lock = threading.Lock()
 
 
@@ -117,11 +123,12 @@ class S3Backend(Backend):
             s3={"addressing_style": "path" if path_style else "auto"},
         )
         try:
+            identity = (profile, region, *map(os.environ.get, _SESSION_ENV))
             with _session_lock:
-                session = _sessions.get((profile, region))
+                session = _sessions.get(identity)
                 if session is None:
                     session = boto3.session.Session(profile_name=profile, region_name=region)
-                    _sessions[(profile, region)] = session
+                    _sessions[identity] = session
                 self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except BotoCoreError as exc:
             raise StoreError(f"s3://{bucket}/{self.prefix}: {exc}") from exc

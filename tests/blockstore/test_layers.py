@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -390,6 +391,38 @@ def test_cache_evicts_least_recently_used_across_restarts(tmp_path) -> None:
     assert (stats.snapshot() - before).gets == 0
     cache.get(keys[1])
     assert (stats.snapshot() - before).gets == 1
+
+
+class SlowGets(Layer):
+    """Widens the window between a cache miss and its fill."""
+
+    def get(self, key: str) -> bytes:
+        data = self.inner.get(key)
+        time.sleep(0.0005)
+        return data
+
+
+def test_cache_fills_racing_deletes_never_resurrect_a_key(tmp_path) -> None:
+    cache = CacheLayer(SlowGets(MemoryBackend()), tmp_path, 1 << 20)
+    stop = threading.Event()
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(NotFoundError):
+                assert cache.get(KEY).startswith(b"version ")
+
+    with ThreadPoolExecutor(3) as pool:
+        readers = [pool.submit(keep_reading) for _ in range(2)]
+        try:
+            for i in range(150):
+                cache.put(KEY, b"version %d" % i)
+                cache.delete(KEY)
+                with pytest.raises(NotFoundError):
+                    cache.get(KEY)  # once delete returned, no fill may bring it back
+        finally:
+            stop.set()
+        for reader in readers:
+            reader.result()  # re-raises anything that went wrong in a reader
 
 
 def test_cache_drops_a_damaged_file_and_refetches(tmp_path) -> None:
