@@ -135,6 +135,7 @@ class _Plan:
     create_store: bool
     key_file: str | None
     state_dir: str
+    ciphers: tuple[str, ...] | None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return uvloop.run(_serve(plan, args))
     except SetupError as exc:
-        log.error("%s", exc)
+        if args.log_file:
+            log.error("%s", exc)
         print(f"rsyncd-py serve: {exc}", file=sys.stderr)
         return 1
 
@@ -160,6 +162,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         os.path.expanduser(args.data_dir or os.environ.get("RSYNCD_PY_DATA") or DEFAULT_DATA_DIR)
     )
     host, port = parse_listen(args.listen)
+    ciphers = _parse_ciphers(args.ciphers)
     store_url = None if args.root else args.store or os.environ.get("RSYNCD_PY_STORE")
     create_store = args.root is None and store_url is None
     if create_store:
@@ -175,7 +178,24 @@ def _plan(args: argparse.Namespace) -> _Plan:
         create_store=create_store,
         key_file=args.key_file,
         state_dir=os.path.expanduser(args.state_dir or data_dir / "state"),
+        ciphers=ciphers,
     )
+
+
+def _parse_ciphers(text: str | None) -> tuple[str, ...] | None:
+    """Split ``--ciphers`` and check every name against what asyncssh implements."""
+    if text is None:
+        return None
+    from asyncssh.encryption import get_encryption_algs
+
+    known = [name.decode() for name in get_encryption_algs()]
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise SetupError(
+            f"--ciphers: unknown {', '.join(unknown) or 'list'}; known: {', '.join(known)}"
+        )
+    return names
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -200,7 +220,7 @@ async def _serve(plan: _Plan, args: argparse.Namespace) -> int:
         port=plan.port,
         max_sessions=args.max_sessions,
         login_timeout=args.login_timeout,
-        ciphers=tuple(args.ciphers.split(",")) if args.ciphers else DEFAULT_CIPHERS,
+        ciphers=plan.ciphers or DEFAULT_CIPHERS,
     )
     server = SshServer(settings, provider)
     try:

@@ -129,6 +129,7 @@ def test_lockdown_through_the_cli(rsyncd_serve: ServeHandle, tmp_path: Path) -> 
     [
         (["--listen", "nonsense"], "expected HOST:PORT"),
         (["--root", "/nonexistent/dir"], "not a directory"),
+        (["--root", "/", "--ciphers", "rot13"], "--ciphers: unknown rot13"),
         pytest.param(
             ["--listen", "203.0.113.1:2222", "--root", "/"], "cannot listen", marks=needs_local_fs
         ),

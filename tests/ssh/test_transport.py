@@ -286,3 +286,21 @@ def test_too_many_unauthenticated_connections_are_dropped(ssh_server_factory: ob
         for sock in idle:
             sock.close()
     wait_for(lambda: server.ssh(rsync_command(".", "exit:0")).returncode == 0)
+
+
+def test_aes_gcm_is_chosen_without_client_options(ssh_server: InProcessServer) -> None:
+    result = ssh_server.ssh(rsync_command(".", "exit:0"), options=["-v"], log_level="DEBUG1")
+    assert result.returncode == 0
+    assert b"client->server cipher: aes128-gcm@openssh.com" in result.stderr
+    chacha = ssh_server.ssh(
+        rsync_command(".", "exit:0"), options=["-c", "chacha20-poly1305@openssh.com"]
+    )
+    assert chacha.returncode == 255
+    assert b"no matching cipher found" in chacha.stderr
+
+
+def test_more_ciphers_can_be_offered(ssh_server_factory: object) -> None:
+    ciphers = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+    server: InProcessServer = ssh_server_factory(ciphers=ciphers)  # type: ignore[operator]
+    chacha = server.ssh(rsync_command(".", "exit:0"), options=["-c", ciphers[1]])
+    assert chacha.returncode == 0, chacha.stderr
