@@ -1,5 +1,6 @@
-"""One rsync server session over any byte stream: `run_server`, the entry point of
-every transport (rsync's main.c start_server).
+"""One rsync server session over any byte stream (rsync's main.c start_server).
+
+`run_server` is the entry point every transport calls.
 
 Theory of operation
 -------------------

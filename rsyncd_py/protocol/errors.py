@@ -109,7 +109,7 @@ class RemoteProtocolError(ProtocolError):
 
 
 class LocalProtocolError(ProtocolError):
-    """This side asked the codec to encode something the protocol cannot carry."""
+    """Our side asked the codec to encode something the protocol cannot carry."""
 
 
 class ConnectionClosed(SessionError):

@@ -33,18 +33,18 @@ from rsyncd_py.protocol.constants import (
     XMIT_LONG_NAME,
     XMIT_MOD_NSEC,
     XMIT_NO_CONTENT_DIR,
-    XMIT_RDEV_MINOR_8_pre30,
     XMIT_SAME_ATIME,
-    XMIT_SAME_DEV_pre30,
     XMIT_SAME_GID,
     XMIT_SAME_MODE,
     XMIT_SAME_NAME,
     XMIT_SAME_RDEV_MAJOR,
-    XMIT_SAME_RDEV_pre28,
     XMIT_SAME_TIME,
     XMIT_SAME_UID,
     XMIT_TOP_DIR,
     XMIT_USER_NAME_FOLLOWS,
+    XMIT_RDEV_MINOR_8_pre30,
+    XMIT_SAME_DEV_pre30,
+    XMIT_SAME_RDEV_pre28,
 )
 from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError
 from rsyncd_py.protocol.ints import (
@@ -153,7 +153,10 @@ class ListEnd:
 
 
 def clean_fname(name: bytes) -> bytes | None:
-    """util1.c clean_fname(CFN_REFUSE_DOT_DOT_DIRS); None if the name has a '..'."""
+    """Clean a received name as util1.c does with CFN_REFUSE_DOT_DOT_DIRS.
+
+    Returns None if the name has a '..' component.
+    """
     anchored = name.startswith(b"/")
     parts = name.split(b"/")
     kept: list[bytes] = []
@@ -245,11 +248,7 @@ class FlistDecoder:
 
         first: FileEntry | None = None
         hlink_first_ndx: int | None = None
-        if (
-            protocol >= 30
-            and xflags & XMIT_HLINKED
-            and not xflags & XMIT_HLINK_FIRST
-        ):
+        if protocol >= 30 and xflags & XMIT_HLINKED and not xflags & XMIT_HLINK_FIRST:
             hlink_first_ndx = cur.varint()
             limit = self.ndx_start + len(self.entries)
             if not 0 <= hlink_first_ndx < limit:
@@ -291,19 +290,19 @@ class FlistDecoder:
         else:
             entry = self._decode_fields(cur, xflags, name, prev)
 
-        if opts.preserve_hard_links and xflags & XMIT_HLINKED and not entry.is_dir():
-            if protocol >= 30:
-                entry.hlink_first_ndx = (
-                    self.ndx_start + len(self.entries)
-                    if xflags & XMIT_HLINK_FIRST
-                    else hlink_first_ndx
-                )
+        if (
+            opts.preserve_hard_links
+            and xflags & XMIT_HLINKED
+            and not entry.is_dir()
+            and protocol >= 30
+        ):
+            entry.hlink_first_ndx = (
+                self.ndx_start + len(self.entries) if xflags & XMIT_HLINK_FIRST else hlink_first_ndx
+            )
         self._set_dir_flags(entry, xflags, l1, l2, prev)
         return entry, prev
 
-    def _decode_fields(
-        self, cur: Cursor, xflags: int, name: bytes, prev: _Previous
-    ) -> FileEntry:
+    def _decode_fields(self, cur: Cursor, xflags: int, name: bytes, prev: _Previous) -> FileEntry:
         opts = self.options
         protocol = opts.protocol
         size = cur.varlong30(protocol, 3)

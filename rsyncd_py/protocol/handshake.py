@@ -174,8 +174,8 @@ def choose_name(peer: list[str], ours: tuple[str, ...] | list[str]) -> str | Non
     support, the first of its names we support is the same choice.
     """
     supported = set(ours)
-    for name in peer:
-        name = _ALIASES.get(name, name)
+    for offered in peer:
+        name = _ALIASES.get(offered, offered)
         if name in supported:
             return name
     return None
@@ -197,7 +197,7 @@ def split_checksum_choice(choice: str, protocol: int) -> tuple[str, str]:
 
 
 def negotiation_failed(kind: str) -> SessionError:
-    """rsync exits with RERR_UNSUPPORTED when no common name exists."""
+    """Rsync exits with RERR_UNSUPPORTED when no common name exists."""
     return SessionError(f"Failed to negotiate a {kind} choice.", ExitCode.RERR_UNSUPPORTED)
 
 

@@ -40,8 +40,8 @@ def pack_id_list(names: Iterable[tuple[int, bytes]], protocol: int, *, id0_names
         if ident == 0:
             id0_name = name
             continue
-        name = name[:255]
-        out.append(pack_varint30(ident, protocol) + pack_byte(len(name)) + name)
+        short = name[:255]
+        out.append(pack_varint30(ident, protocol) + pack_byte(len(short)) + short)
     out.append(pack_varint30(0, protocol))
     if id0_names:
         out.append(pack_byte(len(id0_name[:255])) + id0_name[:255])

@@ -45,8 +45,11 @@ def pack_item(
     basis_type: int = FNAMECMP_FNAME,
     xname: bytes | None = None,
 ) -> bytes:
-    """Encode a record (`ndx` None: the index was already written, as rsync's itemize
-    does for a transfer request)."""
+    """Encode an item record.
+
+    With `ndx` None the index is left out: rsync's itemize writes a transfer request's
+    index itself before the record.
+    """
     out = b"" if ndx is None else ndx_encoder.encode(ndx)
     if ndx_encoder.protocol < 29:
         return out
@@ -58,9 +61,7 @@ def pack_item(
     return out
 
 
-def read_ndx_and_attrs(
-    cur: Cursor, ndx_decoder: NdxDecoder
-) -> ItemRecord | DeleteStats | int:
+def read_ndx_and_attrs(cur: Cursor, ndx_decoder: NdxDecoder) -> ItemRecord | DeleteStats | int:
     """rsync.c read_ndx_and_attrs: the next record.
 
     Returns an ItemRecord for an index >= 0, the DeleteStats that follow NDX_DEL_STATS,

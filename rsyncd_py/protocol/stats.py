@@ -39,7 +39,8 @@ class DeleteStats:
             if not 0 <= value <= MAX_WIRE_DEL_STAT:
                 raise RemoteProtocolError(f"wire value del-stat out of range: {value}")
         regular, dirs, symlinks, devices, specials = values
-        return cls(regular + dirs + symlinks + devices + specials, dirs, symlinks, devices, specials)
+        total = regular + dirs + symlinks + devices + specials
+        return cls(total, dirs, symlinks, devices, specials)
 
 
 @dataclass(slots=True)

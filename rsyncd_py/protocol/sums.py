@@ -146,8 +146,10 @@ def pack_block_sums(weak: np.ndarray, strong: bytes, s2length: int) -> bytes:
     count = len(weak)
     if len(strong) != count * s2length:
         raise ValueError("strong sums do not match the block count")
-    record = np.dtype([("sum1", "<u4"), ("sum2", f"V{s2length}")]) if s2length else np.dtype(
-        [("sum1", "<u4")]
+    record = (
+        np.dtype([("sum1", "<u4"), ("sum2", f"V{s2length}")])
+        if s2length
+        else np.dtype([("sum1", "<u4")])
     )
     out = np.empty(count, dtype=record)
     out["sum1"] = weak

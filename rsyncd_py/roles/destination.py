@@ -74,7 +74,7 @@ async def get_local_name(
     umask: int,
     owner: tuple[int, int],
 ) -> Destination:
-    """rsync main.c:get_local_name; `base` is the already resolved '.' argument."""
+    """Rsync main.c:get_local_name; `base` is the already resolved '.' argument."""
     if dest_arg is None:
         return Destination(base)
     rel, trailing_slash = resolve_path(dest_arg)

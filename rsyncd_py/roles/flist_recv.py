@@ -1,5 +1,6 @@
-"""Receive the filter rules and the file list of a push (exclude.c recv_filter_list,
-flist.c recv_file_list, uidlist.c recv_id_list).
+"""Receive the filter rules and the file list of a push.
+
+Mirrors exclude.c recv_filter_list, flist.c recv_file_list and uidlist.c recv_id_list.
 
 The receiving side reads, in order: the client's filter rules (only when it will need
 them: --delete or --prune-empty-dirs), the file-list entries up to the end marker, the
@@ -33,7 +34,7 @@ class ReceivedList:
 
 
 def receiver_wants_filters(opts: ServerOptions, protocol: int) -> bool:
-    """exclude.c recv_filter_list: does a receiving server read the client's rules?"""
+    """Whether a receiving server reads the client's rules (exclude.c recv_filter_list)."""
     return bool(opts.prune_empty_dirs) or bool(
         opts.delete_mode and (not opts.delete_excluded or protocol >= 29)
     )
@@ -75,7 +76,7 @@ async def receive_filter_rules(wire: Wire, opts: ServerOptions, protocol: int) -
 async def receive_file_list(
     wire: Wire, opts: ServerOptions, neg: Negotiated, filter_rules: list[bytes]
 ) -> ReceivedList:
-    """rsync flist.c:recv_file_list for a non-incremental list."""
+    """Rsync flist.c:recv_file_list for a non-incremental list."""
     options = flist_options(opts, neg)
     decoder = FlistDecoder(options)
     while True:

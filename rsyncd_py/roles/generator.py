@@ -37,6 +37,7 @@ from rsyncd_py.protocol.constants import (
     NDX_DONE,
     SIGNIFICANT_ITEM_FLAGS,
 )
+from rsyncd_py.protocol.errors import ProtocolError
 from rsyncd_py.protocol.flist import (
     FLAG_CONTENT_DIR,
     FLAG_IMPLIED_DIR,
@@ -45,7 +46,13 @@ from rsyncd_py.protocol.flist import (
     is_special,
 )
 from rsyncd_py.protocol.itemize import pack_item
-from rsyncd_py.protocol.sums import WHOLE_FILE, SumHead, pack_block_sums, pack_sum_head, sum_sizes_sqroot
+from rsyncd_py.protocol.sums import (
+    WHOLE_FILE,
+    SumHead,
+    pack_block_sums,
+    pack_sum_head,
+    sum_sizes_sqroot,
+)
 from rsyncd_py.roles import metadata
 from rsyncd_py.roles.delete import (
     DEL_FOR_DIR,
@@ -61,7 +68,6 @@ from rsyncd_py.roles.transfer import (
     Redo,
     Transfer,
 )
-from rsyncd_py.protocol.errors import ProtocolError
 from rsyncd_py.wire import Log
 
 _SUMS_BATCH = 1 << 20  # bytes of basis summed per read (bounds memory per file)
@@ -86,7 +92,7 @@ class Generator:
     # --- generator.c generate_files --------------------------------------------------
 
     async def generate_files(self) -> None:
-        """rsync generator.c:generate_files, for a non-incremental file list."""
+        """Rsync generator.c:generate_files, for a non-incremental file list."""
         t = self.t
         timing = t.delete_timing
         if timing == "before" and t.local_name is None and t.entries:
@@ -105,7 +111,9 @@ class Generator:
         self.phase = 2
         delay_updates = bool(t.opts.delay_updates)
         early_delete_done = timing not in ("delay", "after")
-        deleting = bool(t.opts.delete_mode or t.opts.force_delete)
+        # rsync 3.2.7 sends the deletion counts only for --stats (3.4+ whenever deleting);
+        # clients accept them either way, and this keeps us byte-identical to 3.2.7
+        deleting = bool(t.opts.delete_mode or t.opts.force_delete) and bool(t.opts.do_stats)
         self._write_ndx(NDX_DONE)  # P1: the redo phase is done
         if t.protocol >= 29 and not delay_updates:
             self._write_ndx(NDX_DONE)  # D
@@ -134,7 +142,7 @@ class Generator:
             t.io_error |= IOERR_DEL_LIMIT
         if t.protocol >= 31:
             if not early_delete_done:
-                if deleting:
+                if t.opts.do_stats:
                     self._write_del_stats()
                 self._write_ndx(NDX_DONE)  # the late-delete X
             await self._serve_receiver(handle_redo=False)  # the receiver saw the goodbye
@@ -170,7 +178,7 @@ class Generator:
     # --- generator.c recv_generator --------------------------------------------------
 
     async def recv_generator(self, entry: FileEntry, ndx: int) -> None:
-        """rsync generator.c:recv_generator: bring one entry up to date or request it."""
+        """Rsync generator.c:recv_generator: bring one entry up to date or request it."""
         t = self.t
         path = t.path_of(entry)
         is_dir = entry.is_dir()
@@ -205,11 +213,15 @@ class Generator:
                 kind = "directory" if is_dir else "file"
                 self._info(f'not creating new {kind} "{_s(t.display_name(entry))}"\n')
             return
-        if opts.ignore_existing > 0 and st is not None and not self.redo:
-            if not is_dir or not st.is_dir():
-                if t.opts.verbose >= 2 and not is_dir:
-                    self._info(f"{_s(t.display_name(entry))} exists\n")
-                return
+        if (
+            opts.ignore_existing > 0
+            and st is not None
+            and not self.redo
+            and (not is_dir or not st.is_dir())
+        ):
+            if t.opts.verbose >= 2 and not is_dir:
+                self._info(f"{_s(t.display_name(entry))} exists\n")
+            return
 
         if is_dir:
             await self._generate_dir(entry, ndx, path, st)
@@ -235,7 +247,7 @@ class Generator:
         if self.t.local_name is not None:
             return
         parent = entry.name.rpartition(b"/")[0] or b"."
-        if parent == self._parent_dirname or parent == b".":
+        if parent in (self._parent_dirname, b"."):
             self._parent_dirname = parent
             return
         if parent not in self._dir_names:
@@ -245,9 +257,7 @@ class Generator:
             )
         self._parent_dirname = parent
 
-    async def _generate_dir(
-        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
-    ) -> None:
+    async def _generate_dir(self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None) -> None:
         t = self.t
         if not t.opts.implied_dirs and entry.flags & FLAG_IMPLIED_DIR:
             return
@@ -331,9 +341,12 @@ class Generator:
     async def _atomic_create(self, entry: FileEntry, path: bytes, st: Stat | None) -> bool:
         """generator.c atomic_create: make a symlink/device/special, replacing a non-dir."""
         t = self.t
-        if st is not None and st.is_dir():
-            if not await self.deleter.make_room(entry, st, del_for_flag(entry.mode)):
-                return False
+        if (
+            st is not None
+            and st.is_dir()
+            and not await self.deleter.make_room(entry, st, del_for_flag(entry.mode))
+        ):
+            return False
         if t.dry_run:
             return True
         wanted = metadata.wanted_stat(t, entry, None)
@@ -344,7 +357,7 @@ class Generator:
                 await t.fs.mknod(path, wanted)
         except FsError as exc:
             what = (
-                f"symlink {quote(path)} -> \"{_s(entry.link_target or b'')}\""
+                f'symlink {quote(path)} -> "{_s(entry.link_target or b"")}"'
                 if entry.is_symlink()
                 else f"mknod {quote(path)}"
             )
@@ -492,7 +505,7 @@ class Generator:
     # --- generator.c itemize ---------------------------------------------------------
 
     def itemize(self, entry: FileEntry, ndx: int | None, st: Stat | None, iflags: int) -> None:
-        """rsync generator.c:itemize: send the item record if it says anything."""
+        """Rsync generator.c:itemize: send the item record if it says anything."""
         t = self.t
         if st is not None:
             iflags = metadata.report_flags(t, entry, st, iflags, None)
@@ -507,7 +520,7 @@ class Generator:
     # --- generator.c touch_up_dirs ---------------------------------------------------
 
     async def touch_up_dirs(self) -> None:
-        """rsync generator.c:touch_up_dirs: final directory modes and times.
+        """Rsync generator.c:touch_up_dirs: final directory modes and times.
 
         Creating entries inside a directory changes its mtime, and a directory without
         owner rwx was kept writable until its contents were in; both are fixed last.
@@ -540,14 +553,14 @@ class Generator:
 
 
 def _is_below(entry: FileEntry, subtree: FileEntry) -> bool:
-    """generator.c is_below: is `entry` inside directory `subtree`?"""
+    """Whether `entry` is inside directory `subtree` (generator.c is_below)."""
     if subtree.name == b".":
         return entry.name != b"."
     return entry.name.startswith(subtree.name + b"/")
 
 
 def _unsafe_symlink(target: bytes, name: bytes) -> bool:
-    """util1.c unsafe_symlink: does `target`, seen from `name`, leave the transfer?"""
+    """Whether `target`, seen from `name`, leaves the transfer (util1.c unsafe_symlink)."""
     if not target or target.startswith(b"/"):
         return True
     depth = name.count(b"/")

@@ -17,7 +17,9 @@ from rsyncd_py.protocol.flist import FileEntry
 from rsyncd_py.roles.transfer import Transfer
 
 
-def _same(numeric: bool, want_id: int, want_name: bytes | None, have_id: int, have_name: bytes | None) -> bool:
+def _same(
+    numeric: bool, want_id: int, want_name: bytes | None, have_id: int, have_name: bytes | None
+) -> bool:
     if not numeric and want_name is not None and have_name is not None:
         return want_name == have_name
     return want_id == have_id
@@ -55,7 +57,9 @@ def wanted_group(t: Transfer, entry: FileEntry, current: Stat | None) -> tuple[i
     return t.owner[1], None
 
 
-def apply_names(entries: list[FileEntry], users: dict[int, bytes], groups: dict[int, bytes]) -> None:
+def apply_names(
+    entries: list[FileEntry], users: dict[int, bytes], groups: dict[int, bytes]
+) -> None:
     """Attach the id lists' names to the entries (recv_id_list's mapping step)."""
     for entry in entries:
         if entry.uid is not None and entry.user is None:

@@ -124,7 +124,7 @@ def wanted_stat(
 
 
 def attrs_differ(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = False) -> bool:
-    """rsync.c set_file_attrs' test: would setting `entry`'s attributes change `st`?
+    """Whether setting `entry`'s attributes would change `st` (set_file_attrs' test).
 
     Times compare as same_mtime does: to the second (or --modify-window) unless
     `accurate` (ATTRS_ACCURATE_TIME, used after -c found the content equal).
@@ -185,7 +185,7 @@ async def set_file_attrs(
 
 
 def makedev(major: int, minor: int) -> int:
-    """glibc makedev: the dev_t for a (major, minor) pair, as os.makedev computes it."""
+    """Glibc makedev: the dev_t for a (major, minor) pair, as os.makedev computes it."""
     return (
         ((major & 0xFFFFF000) << 32)
         | ((major & 0xFFF) << 8)
@@ -195,7 +195,7 @@ def makedev(major: int, minor: int) -> int:
 
 
 def quote(path: bytes) -> str:
-    """rsync's full_fname: the path in double quotes (we have no module or cwd prefix)."""
+    """Rsync's full_fname: the path in double quotes (we have no module or cwd prefix)."""
     return '"' + path.decode("utf-8", "surrogateescape") + '"'
 
 

@@ -51,7 +51,7 @@ class Receiver:
         self.matched_bytes = 0
 
     async def recv_files(self) -> None:
-        """rsync receiver.c:recv_files, then main.c read_final_goodbye."""
+        """Rsync receiver.c:recv_files, then main.c read_final_goodbye."""
         t = self.t
         phase = 0
         while True:
@@ -151,7 +151,9 @@ class Receiver:
     def _read_sum_head(self, buf: ReceiveBuffer) -> SumHead | None:
         return read_item(
             buf,
-            lambda cur: read_sum_head(cur, protocol=self.t.protocol, xfer_sum_len=self.xfer_sum_len),
+            lambda cur: read_sum_head(
+                cur, protocol=self.t.protocol, xfer_sum_len=self.xfer_sum_len
+            ),
         )
 
     async def _receive_data(
@@ -162,7 +164,7 @@ class Receiver:
         writer: FileWriter | None,
         path: bytes,
     ) -> tuple[bool, int]:
-        """rsync receiver.c:receive_data: apply the token stream; return (sum ok, size)."""
+        """Rsync receiver.c:receive_data: apply the token stream; return (sum ok, size)."""
         t = self.t
         neg = t.neg
         wire = t.wire
@@ -197,9 +199,7 @@ class Receiver:
                 continue
             index = token.index
             if not 0 <= index < head.count:
-                raise ProtocolError(
-                    f"Invalid block index {index} (count={head.count}) [receiver]"
-                )
+                raise ProtocolError(f"Invalid block index {index} (count={head.count}) [receiver]")
             offset, length = head.block_range(index)
             self.matched_bytes += length
             size += length
@@ -255,7 +255,9 @@ class Receiver:
         t = self.t
         name = t.display_name(entry).decode("utf-8", "surrogateescape")
         if redoing:
-            t.wire.rprintf(Log.ERROR_XFER, f"ERROR: {name} failed verification -- update discarded.\n")
+            t.wire.rprintf(
+                Log.ERROR_XFER, f"ERROR: {name} failed verification -- update discarded.\n"
+            )
             return
         if t.name_level >= 1 or t.opts.stdout_format_has_i:
             t.wire.rprintf(

@@ -39,7 +39,7 @@ async def do_server_recv(
     umask: int,
     owner: tuple[int, int],
 ) -> int:
-    """rsync main.c:do_server_recv: receive a pushed tree into `fs`; return the exit code."""
+    """Rsync main.c:do_server_recv: receive a pushed tree into `fs`; return the exit code."""
     args = list(opts.args)
     base, _ = resolve_path(args.pop(0)) if args else (b"", False)
     dest_arg = args[0] if args else None
@@ -82,7 +82,7 @@ async def do_server_recv(
 
 
 async def do_recv(t: Transfer) -> None:
-    """rsync main.c:do_recv: the generator and the receiver, side by side."""
+    """Rsync main.c:do_recv: the generator and the receiver, side by side."""
     generator = Generator(t)
     receiver = Receiver(t)
     async with asyncio.TaskGroup() as group:

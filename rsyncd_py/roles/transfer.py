@@ -96,7 +96,7 @@ class Transfer:
 
     @property
     def name_level(self) -> int:
-        """rsync's INFO_NAME level: -v gives 1, -vv 2, unless --info=name overrides."""
+        """Rsync's INFO_NAME level: -v gives 1, -vv 2, unless --info=name overrides."""
         level = min(self.opts.verbose, 2)
         for word in self.opts.info:
             for part in word.lower().split(","):
@@ -134,7 +134,7 @@ class Transfer:
     # --- time ------------------------------------------------------------------------
 
     def keeps_time(self, entry: FileEntry) -> bool:
-        """generator.c itemize keep_time: is this entry's mtime preserved?"""
+        """Whether this entry's mtime is preserved (generator.c itemize keep_time)."""
         if not self.opts.preserve_mtimes:
             return False
         if stat_mod.S_ISDIR(entry.mode):

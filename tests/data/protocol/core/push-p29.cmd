@@ -1,0 +1,1 @@
+rsync --server -logDtpr . dst/

@@ -1,0 +1,1 @@
+rsync --server -logDtpre.LsfxCIvu --log-format=%i . dst/
