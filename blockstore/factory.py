@@ -191,6 +191,7 @@ def open_store(
     if read_only and parse_store_url(url).scheme == "file":
         backend_options.setdefault("read_only", True)
     requests, stats = _request_stack(open_backend(url, **backend_options), fault, retry)
+    node: Backend = requests  # the top built so far: closing it closes everything below
     try:
         config = read_config(requests, url)
         keys = unlock(config, url, passphrase=passphrase, key_file=key_file)
@@ -210,7 +211,7 @@ def open_store(
         if read_only:
             node = ReadOnlyLayer(node)
     except BaseException:
-        requests.close()
+        node.close()
         raise
     return StoreStack(url, config, keys, node, raw, stats, state)
 
