@@ -32,32 +32,9 @@ from rsyncd_py.protocol.tokens import (
     new_token_decoder,
     new_token_encoder,
 )
+from tests.protocol.captures import demultiplex
 
 GOLDENS = Path(__file__).parent.parent / "data" / "protocol" / "tokens"
-MPLEX_BASE = 7
-
-
-def demultiplex(stream: bytes) -> bytes:
-    """The MSG_DATA payloads of a captured stream, wherever multiplexing starts.
-
-    The prefix before multiplexing (version, negotiation) varies with the protocol, so
-    find the first offset from which the frames tile the rest of the stream exactly.
-    """
-    for start in range(0, 256):
-        data, pos = bytearray(), start
-        while pos + 4 <= len(stream):
-            (header,) = struct.unpack_from("<I", stream, pos)
-            tag, length = (header >> 24) - MPLEX_BASE, header & 0xFFFFFF
-            if tag not in (0, 1, 2, 3, 4, 22, 42, 86, 100, 101, 102):
-                break
-            if tag == 0:
-                data += stream[pos + 4 : pos + 4 + length]
-            pos += 4 + length
-        if pos == len(stream):
-            return bytes(data)
-    raise AssertionError("no multiplexed stream found")
-
-
 def sum_head_candidates(basis_len: int, blength: int) -> list[bytes]:
     count = -(-basis_len // blength)
     return [
