@@ -293,7 +293,9 @@ def test_aes_gcm_is_chosen_without_client_options(ssh_server: InProcessServer) -
     assert result.returncode == 0
     assert b"client->server cipher: aes128-gcm@openssh.com" in result.stderr
     chacha = ssh_server.ssh(
-        rsync_command(".", "exit:0"), options=["-c", "chacha20-poly1305@openssh.com"]
+        rsync_command(".", "exit:0"),
+        options=["-c", "chacha20-poly1305@openssh.com"],
+        log_level="INFO",
     )
     assert chacha.returncode == 255
     assert b"no matching cipher found" in chacha.stderr
