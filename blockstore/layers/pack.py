@@ -61,6 +61,7 @@ _TAIL = struct.Struct("<4sB3xIQII4x")  # magic, version, count, created ns, entr
 _MAGIC = b"RSPK"
 _VERSION = 1
 _TRAILER_GUESS = 64 << 10
+RESYNC_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class PackLayer(Layer):
         self._serial = 0
         self._in_flight = 0
         self._failures: list[StoreError] = []
+        self._last_sync = 0.0
         self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue(queue_depth)
         self._threads = [
             threading.Thread(target=self._upload_loop, name=f"pack-upload-{i}", daemon=True)
@@ -306,6 +308,8 @@ class PackLayer(Layer):
                 data = pending[1]
                 return data[start : None if length is None else start + length]
             found = self.index.lookup(*parsed)
+            if found is None and not attempt and self._may_resync():
+                continue  # written since we last looked at the bucket (another process)?
             if found is None:
                 raise NotFoundError(f"{key}: not found", key=key)
             number, offset, size = found
@@ -326,6 +330,17 @@ class PackLayer(Layer):
                 raise IntegrityError(f"{key}: pack {info.name} is truncated", key=key)
             return data
         raise AssertionError("unreachable")
+
+    def _may_resync(self) -> bool:
+        """Sync from the bucket if the last sync is older than RESYNC_SECONDS; say if so.
+
+        A reader in another process (ls, cat, FUSE) learns about packs a writer added
+        after it opened; a miss on `exists` does not resync (dedup misses are normal).
+        """
+        if time.monotonic() - self._last_sync < RESYNC_SECONDS:
+            return False
+        self.sync_from_bucket()
+        return True
 
     def exists(self, key: str) -> bool:
         parsed = self._packed(key)
@@ -386,6 +401,7 @@ class PackLayer(Layer):
         Returns the number of packs added. Cheap when nothing changed (one LIST per
         1000 packs): run at open, and when a read finds its pack gone.
         """
+        self._last_sync = time.monotonic()
         in_bucket = {k: n for k, n in self.inner.list(PACK_PREFIX) if _PACK_RE.match(k)}
         known = {info.name: info for info in self.index.packs() if not info.deleted}
         vanished = [info for name, info in known.items() if PACK_PREFIX + name not in in_bucket]
@@ -423,12 +439,16 @@ class PackLayer(Layer):
                 self.index.insert([(k, i, o, n) for k, i, o, n in entries], number)
 
     def _forget_packs(self, numbers: set[int]) -> None:
+        wanted = np.array(sorted(numbers), dtype=np.uint32)
+        doomed: list[tuple[int, bytes]] = []  # gathered first: deleting changes the index
         for piece in self.index.entries():
             packs = piece["packword"] & np.uint32((1 << PACK_BITS) - 1)
-            words = piece["packword"] >> np.uint32(PACK_BITS)
-            mask = np.isin(packs, np.array(sorted(numbers), dtype=np.uint32))
-            for ident, kind in zip(piece["id"][mask].tolist(), words[mask].tolist(), strict=True):
-                self.index.delete(int(kind), bytes(ident))
+            chosen = piece[np.isin(packs, wanted)]
+            kinds = (chosen["packword"] >> np.uint32(PACK_BITS)).tolist()
+            raw = chosen["id"].tobytes()
+            doomed += [(k, raw[32 * i : 32 * i + 32]) for i, k in enumerate(kinds)]
+        for kind, ident in doomed:
+            self.index.delete(kind, ident)
         for number in numbers:
             self.index.remove_pack(number)
 

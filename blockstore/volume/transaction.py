@@ -64,6 +64,7 @@ class Transaction:
         self._files = 0
         self._bytes = 0
         self._lock = threading.Lock()
+        self._requests_at_start = volume.request_stats()
         self.closed = False
 
     # -- reading -----------------------------------------------------------------------
@@ -244,8 +245,20 @@ class Transaction:
             )
 
     def _stats(self, extra: Mapping[str, int] | None) -> dict[str, int]:
+        """The figures recorded in the snapshot.
+
+        Files and bytes committed, and the backend requests made since the last commit
+        (by every session of this process in that window: concurrent sessions each
+        count the other's too).
+        """
+        now = self.volume.request_stats()
         with self._lock:
             stats = {"files": self._files, "bytes": self._bytes}
+            stats.update(
+                (f"req_{name}", value - self._requests_at_start.get(name, 0))
+                for name, value in now.items()
+            )
+            self._requests_at_start = now
         if extra:
             stats.update(extra)
         return stats

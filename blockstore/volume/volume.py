@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blockstore.backend import Backend, StoreError
+from blockstore.backend import Backend, Layer, StoreError
 from blockstore.volume.blockid import BlockHasher
 from blockstore.volume.chunker import ChunkParams
 from blockstore.volume.files import FileBuilder, FileReader
@@ -38,6 +38,7 @@ from blockstore.volume.tree import Namespace, TreeCache
 
 if TYPE_CHECKING:
     from blockstore.factory import StoreStack
+    from blockstore.layers.pack import PackLayer
     from blockstore.volume.lease import Lease
 
 DEFAULT_PACK_SIZE = 16 << 20
@@ -119,6 +120,14 @@ class Volume:
     def begin(self) -> Transaction:
         """A new transaction on the newest snapshot."""
         return Transaction(self, self.latest())
+
+    @property
+    def pack_layer(self) -> PackLayer | None:
+        """The pack layer of the stack, if there is one (gc, fsck and stats use its index)."""
+        from blockstore.layers.pack import PackLayer
+
+        found = self.backend.find_layer(PackLayer) if isinstance(self.backend, Layer) else None
+        return found if isinstance(found, PackLayer) else None
 
     def check_writable(self) -> None:
         """Raise unless this volume may commit (its lease, when it has one, is valid)."""

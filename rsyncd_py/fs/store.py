@@ -271,7 +271,7 @@ class StoreFileSystem:
         if self.tx is None or time.monotonic() - self._last_checkpoint < CHECKPOINT_SECONDS:
             return
         self._last_checkpoint = time.monotonic()
-        await self.run(self.tx.checkpoint, self._provider.session_stats())
+        await self.run(self.tx.checkpoint)
         self._ns = self.tx.ns
 
     def _writable(self, path: bytes) -> Transaction:
@@ -440,7 +440,7 @@ class StoreFileSystem:
                 await writer.abort()
             if self.tx is not None:
                 if success:
-                    await self.run(self.tx.commit, self._provider.session_stats())
+                    await self.run(self.tx.commit)
                 else:
                     self.tx.abort()
         finally:
@@ -461,17 +461,11 @@ class StoreProvider:
         self._force = force
         self._writers = 0
         self._lease_lock = asyncio.Lock()
-        self._requests_at_open = volume.request_stats()
 
     @classmethod
     def open(cls, options: StoreOptions) -> StoreProvider:
         """Open the store `options` names (raises StoreError with a clear message)."""
         return cls(open_volume(options.url, key_file=options.key_file, state_dir=options.cache_dir))
-
-    def session_stats(self) -> dict[str, int]:
-        """Request counters of this process since it opened the store (for snapshots)."""
-        now = self.volume.request_stats()
-        return {f"req_{k}": v - self._requests_at_open.get(k, 0) for k, v in now.items()}
 
     async def open_session(self, *, writable: bool, user: str | None = None) -> StoreFileSystem:
         """A transaction on the newest snapshot (writable) or a view of it."""

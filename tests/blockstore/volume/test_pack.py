@@ -1,0 +1,157 @@
+"""The pack layer beyond the shared conformance suite: packing, reindex, failures, backpressure."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from blockstore.backend import Backend, Layer, NotFoundError, StoreError
+from blockstore.backends.memory import MemoryBackend
+from blockstore.layers.fault import FaultLayer, FaultSpec
+from blockstore.layers.pack import PACK_PREFIX, PackLayer, read_trailer
+from blockstore.layers.stats import StatsLayer
+
+
+def key(n: int, kind: str = "blocks") -> str:
+    return f"{kind}/{hashlib.sha256(str(n).encode()).hexdigest()}"
+
+
+def data(n: int, size: int = 1000) -> bytes:
+    return (str(n).encode() * size)[:size]
+
+
+def packs_in(backend: Backend) -> list[tuple[str, int]]:
+    return [(k, s) for k, s in backend.list(PACK_PREFIX) if len(k) == len(PACK_PREFIX) + 64]
+
+
+def test_objects_travel_in_packs_and_read_back(tmp_path: Path) -> None:
+    inner = StatsLayer(MemoryBackend())
+    layer = PackLayer(inner, tmp_path, pack_size=10_000)
+    for n in range(50):
+        layer.put(key(n), data(n))
+    layer.put(key(0, "trees"), b"a tree")
+    assert layer.get(key(3)) == data(3)  # served before any flush
+    layer.flush()
+    packs = packs_in(inner)
+    assert 5 <= len(packs) <= 6
+    assert not list(inner.list("blocks/")) and not list(inner.list("trees/"))
+    assert inner.snapshot().puts == len(packs)
+    for n in range(50):
+        assert layer.get(key(n)) == data(n)
+        assert layer.exists(key(n))
+    assert layer.get_range(key(7), 10, 5) == data(7)[10:15]
+    assert layer.get_range(key(7), 995, 50) == data(7)[995:]
+    assert layer.get(key(0, "trees")) == b"a tree"
+    listed = [k for k, _ in layer.list("blocks/")]
+    assert listed == sorted(key(n) for n in range(50))
+    assert [k for k, _ in layer.list()] == sorted([*listed, key(0, "trees")])
+    with pytest.raises(NotFoundError):
+        layer.get(key(99))
+    with pytest.raises(StoreError, match="belong to the pack layer"):
+        layer.put(packs[0][0], b"x")
+    layer.close()
+
+
+def test_trailer_describes_the_pack(tmp_path: Path) -> None:
+    inner = MemoryBackend()
+    layer = PackLayer(inner, tmp_path)
+    for n in range(3):
+        layer.put(key(n), data(n, 100 + n))
+    layer.flush()
+    [(name, size)] = packs_in(inner)
+    created, entries = read_trailer(inner, name[len(PACK_PREFIX) :], size)
+    assert created > 0
+    assert [(kind, length) for kind, _id, _off, length in entries] == [(0, 100), (0, 101), (0, 102)]
+    blob = inner.get(name)
+    assert hashlib.sha256(blob).hexdigest() == name[len(PACK_PREFIX) :]
+    assert data(0, 100) not in blob[entries[-1][2] + 102 :]  # the trailer holds no content
+    layer.close()
+
+
+def test_index_rebuilds_from_the_bucket_alone(tmp_path: Path) -> None:
+    inner = MemoryBackend()
+    first = PackLayer(inner, tmp_path / "a", pack_size=5000)
+    for n in range(30):
+        first.put(key(n), data(n))
+    first.flush()
+    second = PackLayer(inner, tmp_path / "b")  # empty state dir: syncs from the bucket
+    assert all(second.get(key(n)) == data(n) for n in range(30))
+    first.put(key(100), data(100))
+    first.flush()
+    assert not second.exists(key(100))  # a dedup miss does not look at the bucket
+    second._last_sync = 0.0  # as if RESYNC_SECONDS had passed
+    assert second.get(key(100)) == data(100)  # a read miss does
+    assert second.reindex() == len(packs_in(inner))
+    assert all(second.get(key(n)) == data(n) for n in range(30))
+    first.close()
+    second.close()
+
+
+def test_delete_drops_the_key_but_not_its_pack(tmp_path: Path) -> None:
+    inner = MemoryBackend()
+    layer = PackLayer(inner, tmp_path)
+    layer.put(key(1), data(1))
+    layer.put(key(2), data(2))
+    layer.delete(key(2))  # deleted while still pending
+    layer.flush()
+    layer.delete(key(1))
+    assert not layer.exists(key(1)) and not layer.exists(key(2))
+    assert list(layer.list()) == []
+    assert len(packs_in(inner)) == 1
+    layer.close()
+
+
+def test_failed_upload_is_reported_at_flush_and_retry_stores_again(tmp_path: Path) -> None:
+    inner = FaultLayer(MemoryBackend(), FaultSpec(fail_nth_put=1, nth_error="permanent"))
+    layer = PackLayer(inner, tmp_path)
+    layer.put(key(1), data(1))
+    with pytest.raises(StoreError, match="injected permanent fault"):
+        layer.flush()
+    assert not layer.exists(key(1))
+    layer.put(key(1), data(1))
+    layer.flush()
+    assert layer.get(key(1)) == data(1)
+    layer.close()
+
+
+class BlockingPuts(Layer):
+    """Puts wait until released; counts puts started."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.release = threading.Event()
+        self.started = 0
+
+    def put(self, key: str, data: bytes) -> None:
+        self.started += 1
+        self.release.wait()
+        super().put(key, data)
+
+
+def test_put_blocks_when_the_upload_queue_is_full(tmp_path: Path) -> None:
+    inner = BlockingPuts(MemoryBackend())
+    layer = PackLayer(inner, tmp_path, pack_size=1000, uploaders=1, queue_depth=1)
+    done = []
+
+    def producer() -> None:
+        for n in range(10):
+            layer.put(key(n), data(n))  # each object fills a pack
+            done.append(n)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    # pack 0 is uploading (blocked), pack 1 waits in the queue, sealing pack 2 blocks
+    deadline = time.monotonic() + 30
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert done == [0, 1] and thread.is_alive() and inner.started == 1
+    inner.release.set()
+    thread.join()
+    layer.flush()
+    assert all(layer.get(key(n)) == data(n) for n in range(10))
+    layer.close()

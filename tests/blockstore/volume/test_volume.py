@@ -1,0 +1,144 @@
+"""The volume end to end on real stores: dedup, holes, long files, odd trees, PUT counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from blockstore.volume import VolumeParams
+from blockstore.volume.blocklist import INLINE_RECORDS
+from blockstore.volume.chunker import ChunkParams
+from tests.blockstore.volume.helpers import (
+    StoreHarness,
+    dir_entry,
+    file_entry,
+    put_file,
+    random_bytes,
+    read,
+    write,
+)
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_second_identical_write_uploads_nothing(store: StoreHarness, encrypt: bool) -> None:
+    store.create(encrypt=encrypt)
+    volume = store.open()
+    data = random_bytes(1 << 20, seed=1)
+    tx = volume.begin()
+    put_file(tx, b"a", data)
+    tx.commit()
+    stats = volume.stack.stats  # type: ignore[union-attr]
+    before = stats.snapshot()
+    tx = volume.begin()
+    put_file(tx, b"b", data)  # same content, other name, other transaction
+    builder = volume.new_file()  # and once more, fed in odd pieces
+    for start in range(0, len(data), 7777):
+        builder.write(data[start : start + 7777])
+    written = builder.finish()
+    tx.put_file(b"c", file_entry(b"c"), written)
+    volume.backend.flush()
+    assert (stats.snapshot() - before).puts == 0  # nothing new reached the bucket yet
+    tx.commit()
+    delta = stats.snapshot() - before
+    assert delta.puts <= 3  # one pack of trees + the snapshot (no block)
+    assert delta.bytes_up < 10_000
+    assert read(volume, b"c") == read(volume, b"a") == data
+
+
+def test_holes_are_free_and_read_as_zeros(store: StoreHarness) -> None:
+    store.create()
+    volume = store.open()
+    builder = volume.new_file()
+    builder.write(b"head")
+    builder.write_zeros(64 << 20)
+    builder.write(bytes(1 << 20))  # zeros written as data are holes too
+    builder.write(b"tail")
+    written = builder.finish()
+    assert volume.objects.counters.bytes_new <= 300_000  # head, tail, the chunks around
+    tx = volume.begin()
+    tx.put_file(b"sparse", file_entry(b"sparse"), written)
+    tx.commit()
+    reader = volume.reader(volume.namespace(volume.latest()).lookup(b"sparse").content)  # type: ignore[union-attr]
+    assert reader.size == 8 + (65 << 20)
+    assert reader.read(0, 6) == b"head\0\0"
+    assert reader.read(40 << 20, 1 << 20) == bytes(1 << 20)
+    assert reader.read(reader.size - 6, 100) == b"\0\0tail"
+    assert volume.stack.stats.snapshot().bytes_up < 1_000_000  # type: ignore[union-attr]
+
+
+def test_long_block_list_lives_out_of_line(store: StoreHarness) -> None:
+    params = VolumeParams(chunk=ChunkParams.for_average(1024), pack_size=1 << 20)
+    store.create(params)
+    volume = store.open()
+    data = random_bytes(3 << 20, seed=4)
+    written = write(volume, data, pieces=13)
+    content = written.content
+    assert content.height >= 1 and content.count <= INLINE_RECORDS
+    assert len(content.records) < 12_000  # the tree entry stays small
+    tx = volume.begin()
+    tx.put_file(b"big", file_entry(b"big"), written)
+    tx.commit()
+    store.close(volume)
+    volume = store.open(state="other-state")  # a fresh index: everything from the bucket
+    reader = volume.reader(volume.namespace(volume.latest()).lookup(b"big").content)  # type: ignore[union-attr]
+    for offset, length in [(0, 10), (123_457, 5000), (len(data) - 3, 10), (1 << 20, 1 << 20)]:
+        assert reader.read(offset, length) == data[offset : offset + length]
+    assert reader.read(0, len(data)) == data
+
+
+ODD_NAMES = [b"new\nline", b"\xff\xfe\x80non-utf8", b"n" * 255, b" lead", b"-x"]
+
+
+def test_odd_names_and_40_levels_round_trip(store: StoreHarness) -> None:
+    store.create(encrypt=True)
+    volume = store.open()
+    tx = volume.begin()
+    path = b""
+    for depth in range(40):
+        name = ODD_NAMES[depth % len(ODD_NAMES)] + b"%d" % depth
+        path = path + b"/" + name if path else name
+        tx.mkdir(path, dir_entry(name, 0o700 + depth % 8))
+    for name in ODD_NAMES:
+        put_file(tx, path + b"/" + name, name * 3)
+    tx.commit()
+    store.close(volume)
+    volume = store.open(state="fresh")
+    ns = volume.namespace(volume.latest())
+    assert [e.name for e in ns.listdir(path)] == sorted(ODD_NAMES)
+    for name in ODD_NAMES:
+        assert read(volume, path + b"/" + name) == name * 3
+    first = ns.lookup(ODD_NAMES[0] + b"0")
+    assert first is not None and first.is_dir() and first.mode & 0o777 == 0o700
+
+
+def test_changing_one_file_rewrites_only_its_path(store: StoreHarness) -> None:
+    store.create()
+    volume = store.open()
+    tx = volume.begin()
+    for top in range(5):
+        tx.mkdir(b"d%d" % top, dir_entry(b"d%d" % top))
+        for n in range(20):
+            put_file(tx, b"d%d/f%d" % (top, n), b"x%d" % n)
+    tx.commit()
+    trees_before = volume.objects.counters.trees_new
+    tx = volume.begin()
+    put_file(tx, b"d3/f7", b"changed")
+    tx.commit()
+    assert volume.objects.counters.trees_new - trees_before == 2  # d3 and the root
+
+
+def test_12000_small_files_at_most_50_puts(store: StoreHarness) -> None:
+    """Issue 3's figure: 12,000 x 4 KiB files in one commit cost at most 50 PUTs."""
+    store.create(VolumeParams())  # the default 16 MiB packs
+    volume = store.open()
+    stats = volume.stack.stats  # type: ignore[union-attr]
+    before = stats.snapshot()
+    tx = volume.begin()
+    for top in range(120):
+        tx.mkdir(b"dir%03d" % top, dir_entry(b"dir%03d" % top))
+        for n in range(100):
+            put_file(tx, b"dir%03d/file%03d" % (top, n), random_bytes(4096, seed=top * 1000 + n))
+    tx.commit()
+    puts = (stats.snapshot() - before).puts
+    print(f"12,000 x 4 KiB files: {puts} PUTs")
+    assert puts <= 50
+    assert len(volume.namespace(volume.latest()).listdir(b"dir119")) == 100
