@@ -81,6 +81,11 @@ class ChannelStream:
         self.bytes_out = 0
         channel.set_write_buffer_limits(high=send_high, low=send_high // 4)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read (bounded by `recv_high` plus one packet)."""
+        return self._buffered
+
     # -- callbacks from the asyncssh session -------------------------------------------
 
     def feed_data(self, data: bytes) -> None:

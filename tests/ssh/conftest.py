@@ -6,6 +6,7 @@ what its last argument says, so one server covers every transport behaviour:
 
     echo          copy stdin to stdout until EOF, then exit 0
     sink          count stdin until EOF, print "<bytes> <sha256>" and exit 0
+    slowsink      like sink but reads slowly, recording the stream's largest backlog
     hold          wait for EOF (or forever), exit 0 -- keeps a session slot busy
     exit:N        write "bye" to stderr, exit N
     crash         raise an exception (a bug in the session)
@@ -39,6 +40,7 @@ class StandInSession:
 
     calls: list[tuple[str, ...]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
+    max_buffered: int = 0  # the largest receive backlog "slowsink" saw
 
     async def __call__(
         self,
@@ -62,6 +64,14 @@ class StandInSession:
                 digest.update(data)
                 total += len(data)
             stream.write(f"{total} {digest.hexdigest()}\n".encode())
+            return 0
+        if action == "slowsink":  # a consumer slower than the network
+            total = 0
+            while data := await stream.read(1 << 16):
+                total += len(data)
+                self.max_buffered = max(self.max_buffered, getattr(stream, "buffered", 0))
+                await asyncio.sleep(0.0005)
+            stream.write(f"{total}\n".encode())
             return 0
         if action == "hold":
             while await stream.read(1 << 16):

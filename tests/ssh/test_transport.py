@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rsyncd_py.transports.ssh_stream import RECV_HIGH
 from tests.helpers.ssh_keys import run_ssh, ssh_argv, ssh_env
 from tests.ssh.conftest import InProcessServer, rsync_command
 
@@ -306,3 +307,11 @@ def test_more_ciphers_can_be_offered(ssh_server_factory: object) -> None:
     server: InProcessServer = ssh_server_factory(ciphers=ciphers)  # type: ignore[operator]
     chacha = server.ssh(rsync_command(".", "exit:0"), options=["-c", ciphers[1]])
     assert chacha.returncode == 0, chacha.stderr
+
+
+def test_receive_backlog_stays_bounded_for_a_slow_session(ssh_server: InProcessServer) -> None:
+    payload = os.urandom(16 << 20)
+    result = ssh_server.ssh(rsync_command(".", "slowsink"), input=payload)
+    assert (result.returncode, result.stdout) == (0, f"{len(payload)}\n".encode())
+    # Reading pauses above the high-water mark; at most one more packet is queued.
+    assert 0 < ssh_server.session.max_buffered <= RECV_HIGH + 64 * 1024
