@@ -12,7 +12,8 @@ way git merges trees):
 | equal                     | nothing (the target keeps whatever others did)          |
 | added or changed          | put ours (a directory whose contents we did not touch   |
 |                           | keeps the target's contents, only its metadata changes) |
-| removed                   | remove, unless it is a directory others changed since   |
+| removed                   | remove; a directory others changed since loses only     |
+|                           | what it had in the base (their additions stay)          |
 | directory, changed inside | make sure the target has a directory there, recurse     |
 
 Conflicting writes to one path resolve to the later commit (ours). A directory that
@@ -57,12 +58,12 @@ def _merge_dir(
         elif o == b:
             continue
         elif o is None:
-            _remove(target, child_path, b)
+            _remove(ours, target, child_path, b)
         else:
             _put(target, child_path, o, b)
 
 
-def _remove(target: Namespace, path: bytes, base: TreeEntry | None) -> None:
+def _remove(ours: Namespace, target: Namespace, path: bytes, base: TreeEntry | None) -> None:
     current = target.lookup(path)
     if current is None:
         return
@@ -73,6 +74,27 @@ def _remove(target: Namespace, path: bytes, base: TreeEntry | None) -> None:
     )
     if not changed_by_others:
         target.remove(path)
+        return
+    if base is not None and base.is_dir() and base.subtree is not None:
+        _prune(ours, target, path, base.subtree)
+    if not target.listdir(path):
+        target.remove(path)
+
+
+def _prune(ours: Namespace, target: Namespace, path: bytes, base_tree: bytes) -> None:
+    """Remove from the target directory what it still has unchanged from the base."""
+    base = {e.name: e for e in ours.cache.get(ours.objects, base_tree)}
+    for current in target.listdir(path):
+        child_path = path + b"/" + current.name
+        before = base.get(current.name)
+        if before is None:
+            continue  # added by others: keep
+        if current == before:
+            target.remove(child_path)
+        elif current.is_dir() and before.is_dir() and before.subtree is not None:
+            _prune(ours, target, child_path, before.subtree)
+            if not target.listdir(child_path):
+                target.remove(child_path)
 
 
 def _put(target: Namespace, path: bytes, ours: TreeEntry, base: TreeEntry | None) -> None:
