@@ -13,11 +13,12 @@ until it returns a value, waiting for the reader task between attempts. Memory s
 bounded: the reader task pauses while `_inbuf` holds more than HIGH_WATER bytes.
 
 Writing. `write()` appends logical data; once `start_multiplex_out()` has been called it
-is framed as MSG_DATA (frames of at most FRAME_SIZE bytes). Data is coalesced and sent
-when a frame fills or at the end of the current event-loop turn, so a burst of small
-records costs one frame, and callers await `drain()` for backpressure. A message
-(`send_msg`) flushes buffered data first, so the peer sees data and messages in the
-order we produced them.
+is framed as MSG_DATA (frames of at most FRAME_SIZE bytes). Like rsync's output buffer,
+data is sent when a frame fills, when the role calls `flush()` (it must before waiting
+for the peer), or at the latest FLUSH_DELAY seconds after it was written; callers await
+`drain()` for backpressure. A message (`send_msg`) is written at once, ahead of data
+still in the buffer -- rsync gives its message buffer the same priority, and clients
+print "deleting" lines and item lines in the order that produces.
 
 Failure. The first failure -- EOF while more data was expected, a broken frame, the
 peer's MSG_ERROR_EXIT -- is stored in `_failure` and raised by every later `read()`; a
@@ -70,6 +71,7 @@ READ_SIZE = 256 * 1024
 HIGH_WATER = 8 * 1024 * 1024
 LOW_WATER = 2 * 1024 * 1024
 FRAME_SIZE = 32 * 1024
+FLUSH_DELAY = 5.0  # seconds buffered data may wait for a flush
 
 
 class Log(enum.IntEnum):
@@ -106,7 +108,7 @@ class Wire:
         self._room.set()
         self._mux_out = False
         self._out = bytearray()
-        self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[None] | None = None
         self._handlers: dict[int, Callable[[bytes], None]] = {}
         self.protocol = 0
@@ -284,12 +286,13 @@ class Wire:
         self._out += data
         if len(self._out) >= FRAME_SIZE:
             self._flush(full_frames_only=True)
-        if self._out and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+        if self._out and self._flush_timer is None:
+            # io.c maybe_flush_socket: data never waits more than a few seconds
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(FLUSH_DELAY, self._timed_flush)
 
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
+    def _timed_flush(self) -> None:
+        self._flush_timer = None
         with contextlib.suppress(Exception):
             self._flush()
 
@@ -302,21 +305,29 @@ class Wire:
             self._stream.write(pack_frame_header(MSG_DATA, size) + out[pos : pos + size])
             pos += size
         del out[:pos]
+        if not out and self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
 
     async def drain(self) -> None:
         """Wait until the transport has room (call after writing a lot)."""
-        if len(self._out) >= FRAME_SIZE:
-            self._flush(full_frames_only=True)
         await self._stream.drain()
 
     async def flush(self) -> None:
-        """Send everything buffered now and wait for the transport."""
+        """Send everything buffered now and wait for the transport (io_flush).
+
+        Call it before waiting for the peer: buffered data is otherwise only sent once a
+        frame fills (or after FLUSH_DELAY), as rsync's own output buffer behaves.
+        """
         self._flush()
         await self._stream.drain()
 
     def send_msg(self, tag: int, payload: bytes) -> None:
-        """Send one out-of-band message after all data written so far."""
-        self._flush()
+        """Send one out-of-band message now.
+
+        Like rsync's message buffer it goes ahead of data that is still buffered (not
+        yet flushed), which is the order a real server's output has.
+        """
         self._stream.write(pack_frame(tag, payload))
 
     # --- reporting (log.c rwrite for a server) ----------------------------------

@@ -47,6 +47,7 @@ class Deleter:
     def __init__(self, t: Transfer) -> None:
         self.t = t
         self._warned_io_error = False
+        self._filter_dirs: list[bytes] = []  # directories entered in the FilterSet
         # names each directory of the file list should contain (rsync's flist_find)
         self._wanted: dict[bytes, set[bytes]] = {}
         for entry in t.entries:
@@ -81,33 +82,91 @@ class Deleter:
                 t.wire.rprintf(Log.INFO, "IO error encountered -- skipping file deletion\n")
                 self._warned_io_error = True
             return
+        await self._enter_filter_dir(entry.name)
         wanted = self._wanted.get(entry.name, set())
-        for name, st in reversed(await self._dirlist(t.path_of(entry), entry.name)):
+        listing, _ = await self._dirlist(t.path_of(entry), entry.name)
+        for name, st in reversed(listing):
             if name in wanted:
                 continue
             rel = name if entry.name == b"." else entry.name + b"/" + name
             await self.delete_item(t.join(rel), rel, st, DEL_RECURSE)
 
-    async def _dirlist(self, path: bytes, rel_dir: bytes) -> list[tuple[bytes, Stat]]:
-        """flist.c get_dirlist: the directory's entries the filters do not hide, sorted."""
+    async def _enter_filter_dir(self, rel_dir: bytes) -> None:
+        """exclude.c change_local_filter_dir: per-directory merge files for `rel_dir`.
+
+        Directories arrive parents first; a directory that is not below the last one
+        entered closes those it is not inside of. FilterSet reads merge files through a
+        synchronous callback, so the files it asks for are fetched and it is asked again.
+        """
+        filters = self.t.filters
+        if filters is None:
+            return
+        while self._filter_dirs and not _is_inside(rel_dir, self._filter_dirs[-1]):
+            filters.leave_dir(self._filter_dirs.pop())
+        await self._push_filters(rel_dir)
+        self._filter_dirs.append(rel_dir)
+
+    async def _push_filters(self, rel_dir: bytes) -> None:
+        """exclude.c push_local_filters: load `rel_dir`'s merge files (if any rules)."""
+        filters = self.t.filters
+        if filters is None:
+            return
+        contents: dict[bytes, bytes | None] = {}
+        while True:
+            wanted: list[bytes] = []
+
+            def read(path: bytes, wanted: list[bytes] = wanted) -> bytes | None:
+                if path in contents:
+                    return contents[path]
+                wanted.append(path)
+                return None
+
+            filters.enter_dir(rel_dir, read)
+            if not wanted:
+                break
+            filters.leave_dir(rel_dir)
+            for path in wanted:
+                contents[path] = await self._read_small_file(self.t.join(path))
+
+    async def _read_small_file(self, path: bytes) -> bytes | None:
+        try:
+            st = await self.t.fs.lstat(path)
+            if st is None or not st.is_file():
+                return None
+            reader = await self.t.fs.open_read(path)
+        except FsError:
+            return None
+        try:
+            return await reader.read(0, st.size)
+        finally:
+            await reader.close()
+
+    async def _dirlist(
+        self, path: bytes, rel_dir: bytes, *, ignore_perishable: bool = False
+    ) -> tuple[list[tuple[bytes, Stat]], int]:
+        """flist.c get_dirlist: the entries the filters do not protect, sorted.
+
+        Also returns how many they do protect (rsync's non_perishable_cnt): a directory
+        holding any of those cannot be deleted.
+        """
         try:
             listing = await self.t.fs.listdir(path)
         except FsError:
-            return []
-        kept = [
-            (name, st)
-            for name, st in listing
-            if not self._protected(name if rel_dir == b"." else rel_dir + b"/" + name, st.is_dir())
-        ]
+            return [], 0
+        kept = []
+        for name, st in listing:
+            rel = name if rel_dir == b"." else rel_dir + b"/" + name
+            if not self._protected(rel, st.is_dir(), ignore_perishable):
+                kept.append((name, st))
         proto = self.t.protocol
         kept.sort(key=lambda item: sort_key(item[0], item[1].is_dir(), proto))
-        return kept
+        return kept, len(listing) - len(kept)
 
-    def _protected(self, rel: bytes, is_dir: bool) -> bool:
+    def _protected(self, rel: bytes, is_dir: bool, ignore_perishable: bool) -> bool:
         filters = self.t.filters
         if filters is None:
             return False
-        return bool(filters.protected(rel, is_dir))  # type: ignore[attr-defined]
+        return filters.protected(rel, is_dir, ignore_perishable=ignore_perishable)
 
     async def delete_item(self, path: bytes, rel: bytes, st: Stat, flags: int) -> bool:
         """delete.c delete_item: remove `path` (`rel` is its name as the client sees it).
@@ -149,17 +208,25 @@ class Deleter:
     async def _delete_dir_contents(self, rel: bytes, path: bytes, flags: int) -> bool:
         """delete.c delete_dir_contents: empty a directory before removing it."""
         t = self.t
-        listing = await self._dirlist(path, rel)
-        if not listing:
-            return True
-        if not flags & DEL_RECURSE:
-            t.wire.rprintf(Log.INFO, f"cannot delete non-empty directory: {_s(rel)}\n")
-            return False
-        ok = True
-        for name, st in reversed(listing):
-            child_flags = DEL_RECURSE if st.is_dir() else 0
-            if not await self.delete_item(path + b"/" + name, rel + b"/" + name, st, child_flags):
-                ok = False
+        await self._push_filters(rel)
+        try:
+            listing, protected = await self._dirlist(path, rel, ignore_perishable=True)
+            ok = not protected
+            if not listing:
+                if not ok:
+                    t.wire.rprintf(Log.INFO, f"cannot delete non-empty directory: {_s(rel)}\n")
+                return ok
+            if not flags & DEL_RECURSE:
+                t.wire.rprintf(Log.INFO, f"cannot delete non-empty directory: {_s(rel)}\n")
+                return False
+            for name, st in reversed(listing):
+                child = rel + b"/" + name
+                child_flags = DEL_RECURSE if st.is_dir() else 0
+                if not await self.delete_item(path + b"/" + name, child, st, child_flags):
+                    ok = False
+        finally:
+            if t.filters is not None:
+                t.filters.leave_dir(rel)
         if not ok:
             t.wire.rprintf(Log.INFO, f"cannot delete non-empty directory: {_s(rel)}\n")
         return ok
@@ -199,6 +266,10 @@ def del_for_flag(mode: int) -> int:
     if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
         return DEL_FOR_DEVICE
     return DEL_FOR_SPECIAL
+
+
+def _is_inside(rel_dir: bytes, parent: bytes) -> bool:
+    return parent == b"." or rel_dir.startswith(parent + b"/")
 
 
 def _s(name: bytes) -> str:

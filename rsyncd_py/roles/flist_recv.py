@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from rsyncd_py.protocol.buffer import ReceiveBuffer
 from rsyncd_py.protocol.constants import IOERR_VALID_MASK
+from rsyncd_py.protocol.filters import read_filter_list
 from rsyncd_py.protocol.flist import FileEntry, FlistDecoder, FlistOptions, ListEnd
 from rsyncd_py.protocol.flist_sort import sort_and_clean
 from rsyncd_py.protocol.handshake import Negotiated
@@ -68,8 +69,6 @@ async def receive_filter_rules(wire: Wire, opts: ServerOptions, protocol: int) -
     """Read the client's filter rules if this receiver asks for them."""
     if not receiver_wants_filters(opts, protocol):
         return []
-    from rsyncd_py.protocol.filters import read_filter_list
-
     return await wire.read(lambda buf: read_filter_list(buf, protocol))
 
 

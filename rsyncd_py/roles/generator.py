@@ -94,6 +94,12 @@ class Generator:
     async def generate_files(self) -> None:
         """Rsync generator.c:generate_files, for a non-incremental file list."""
         t = self.t
+        if t.opts.verbose >= 2:  # DEBUG_GTE(FLIST, 1), which -vv turns on
+            self._info(
+                "delta-transmission disabled for local transfer or --whole-file\n"
+                if t.whole_file
+                else "delta-transmission enabled\n"
+            )
         timing = t.delete_timing
         if timing == "before" and t.local_name is None and t.entries:
             await self.deleter.delete_pass()
@@ -155,6 +161,8 @@ class Generator:
         """Wait for the receiver's next PhaseDone, sending redo requests meanwhile."""
         t = self.t
         while True:
+            if t.to_generator.empty():
+                await t.wire.flush()  # the sender must see our requests before we wait
             event = await t.to_generator.get()
             if isinstance(event, PhaseDone):
                 return

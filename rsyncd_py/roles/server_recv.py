@@ -20,6 +20,7 @@ from rsyncd_py.protocol.constants import (
     MSG_IO_ERROR,
 )
 from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError
+from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.roles.destination import get_local_name, resolve_path
@@ -56,7 +57,7 @@ async def do_server_recv(
         entries=received.entries,
         umask=umask,
         owner=owner,
-        filters=_filter_set(rules, neg.protocol) if rules else None,
+        filters=_filter_set(rules, opts, neg.protocol),
     )
     t.note_io_error(received.io_error)
     t.io_error |= wire.io_error
@@ -112,7 +113,16 @@ def exit_code_for(t: Transfer) -> int:
     return int(code)
 
 
-def _filter_set(rules: list[bytes], protocol: int) -> object:
-    from rsyncd_py.protocol.filters import FilterSet, parse_rules
-
-    return FilterSet(parse_rules(rules, protocol))
+def _filter_set(rules: list[bytes], opts: ServerOptions, protocol: int) -> FilterSet | None:
+    """The rules deletion honours: our argv's, the client's, and -C's (exclude.c)."""
+    parsed = server_filter_rules(
+        rules,
+        protocol,
+        am_sender=False,
+        cvs_exclude=bool(opts.cvs_exclude),
+        delete_excluded=bool(opts.delete_excluded),
+        filter_args=opts.filter_args,
+    )
+    if not parsed:
+        return None
+    return FilterSet(parsed, protocol=protocol, delete_excluded=bool(opts.delete_excluded))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from rsyncd_py.fs.base import FileSystem
 from rsyncd_py.protocol.constants import IOERR_VALID_MASK
+from rsyncd_py.protocol.filters import FilterSet
 from rsyncd_py.protocol.flist import FileEntry
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
@@ -61,7 +62,7 @@ class Transfer:
     local_name: bytes | None = None  # single-file transfer to this root-relative path
     umask: int = 0o022
     owner: tuple[int, int] = (0, 0)  # uid/gid new entries get when ownership is not kept
-    filters: object | None = None  # a filters.FilterSet, or None (nothing protected)
+    filters: FilterSet | None = None  # what --delete must leave alone (None: nothing)
     io_error: int = 0
     deleted: DeleteStats = field(default_factory=DeleteStats)
     skipped_deletes: int = 0
