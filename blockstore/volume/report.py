@@ -95,9 +95,9 @@ def store_stats(volume: Volume, prices: Prices | None = None) -> dict[str, objec
         "requests_total": requests_total,
         "prices": asdict(prices),
         "monthly_cost": {
-            "storage": round(storage_cost, 4),
-            "requests_last_30_days": round(request_cost, 4),
-            "total": round(storage_cost + request_cost, 4),
+            "storage": storage_cost,
+            "requests_last_30_days": request_cost,
+            "total": storage_cost + request_cost,
         },
     }
 

@@ -318,8 +318,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"objects         {_pairs(f['objects'])}")
     print(f"last session    {_pairs(f['requests_last_session'])}")
     print(f"all sessions    {_pairs(f['requests_total'])}")
-    print(f"monthly cost    ${cost['total']:.4f} (storage ${cost['storage']:.4f}, "
-          f"requests in the last 30 days ${cost['requests_last_30_days']:.4f})")
+    print(f"monthly cost    ${cost['total']:.6f} (storage ${cost['storage']:.6f}, "
+          f"requests in the last 30 days ${cost['requests_last_30_days']:.6f})")
     return 0
 
 
