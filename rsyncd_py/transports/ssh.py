@@ -1,10 +1,11 @@
 """The SSH transport: an asyncssh server that runs one rsync session per exec request.
 
-Theory of operation. `SshServer` listens; every TCP connection gets a `_Connection`
-(asyncssh's `SSHServer` for it) and every session channel on it a `_RsyncSession`
-(asyncssh's low-level `SSHServerSession`), whose `ChannelStream` is the `ByteStream`
-handed to the session runner (`rsyncd_py.session.run_server`). The server is locked
-down: nothing runs but rsync server sessions.
+Theory of operation. `SshServer` listens; every TCP connection gets a
+`ClientConnection` (asyncssh's `SSHServer` for it: authentication, limits, what channels
+it may open) and every session channel on it an `ssh_session.RsyncSession` (asyncssh's
+low-level `SSHServerSession`), whose `ChannelStream` is the `ByteStream` handed to the
+session runner (`rsyncd_py.session.run_server`). The server is locked down: nothing runs
+but rsync server sessions.
 
     auth        public key only; the authorized_keys file is re-read for every
                 connection, so key changes need no restart. No passwords, no
@@ -37,18 +38,16 @@ import asyncio
 import itertools
 import logging
 import os
-import time
-from collections.abc import Awaitable, MutableMapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncssh
 
-from rsyncd_py.fs.base import FileSystem, FsProvider
-from rsyncd_py.protocol.errors import ExitCode
-from rsyncd_py.transports.command import CommandRejected, ServerCommand, parse_exec_command
-from rsyncd_py.transports.ssh_stream import ChannelStream
+from rsyncd_py.fs.base import FsProvider
+from rsyncd_py.transports.command import ServerCommand
+from rsyncd_py.transports.ssh_session import RsyncSession
 from rsyncd_py.transports.stream import ByteStream
 
 __all__ = [
@@ -59,21 +58,7 @@ __all__ = [
     "load_or_create_host_key",
 ]
 
-# The rsync exit codes the transport itself reports:
-#   RERR_SYNTAX       a refused command, like rsync refusing an unknown option
-#   RERR_STARTCLIENT  the server is shutting down and cannot start the session
-#   RERR_CRASHED      the session runner raised (a bug; run_server itself never does)
-#   RERR_SIGNAL       the server shut down under a running session
-
-REFUSED_COMMAND = b"rsyncd-py: only rsync server commands are allowed\n"
-REFUSED_DAEMON = (
-    b"rsyncd-py: rsync daemon mode (host::module) is not supported yet; "
-    b"use host:path with a single colon\n"
-)
-REFUSED_PUSH = b"rsyncd-py: ERROR: this key is read-only: it may pull but not push\n"
-REFUSED_DRAINING = b"rsyncd-py: server is shutting down, try again later\n"
 READ_ONLY_KEY_OPTION = "rsyncd-readonly"
-CLOSE_TIMEOUT = 10.0  # seconds a client gets to acknowledge the end of a session
 FORWARDING_REFUSED = "rsyncd-py: forwarding is not allowed"
 
 # AES-GCM costs asyncssh about half the CPU of chacha20-poly1305 (perf-anchors section 2).
@@ -131,14 +116,6 @@ def load_or_create_host_key(path: Path) -> tuple[asyncssh.SSHKey, bool]:
     return key, True
 
 
-class SessionLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the session id, user and peer address."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = self.extra or {}
-        return f"[{extra['session']} {extra['user']}@{extra['peer']}] {msg}", kwargs
-
-
 class SshServer:
     """An rsync-over-SSH server on one listening address (see the module docstring)."""
 
@@ -155,8 +132,8 @@ class SshServer:
         self.log = log or logging.getLogger("rsyncd_py.ssh")
         self._runner = runner
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self._connections: set[_Connection] = set()
-        self._sessions: set[_RsyncSession] = set()
+        self._connections: set[ClientConnection] = set()
+        self._sessions: set[RsyncSession] = set()
         self._draining = False
         self._conn_ids = itertools.count(1)
 
@@ -226,7 +203,11 @@ class SshServer:
                 session.task.cancel()
 
     async def run_session(
-        self, stream: ChannelStream, command: ServerCommand, provider: FsProvider, log: SessionLog
+        self,
+        stream: ByteStream,
+        command: ServerCommand,
+        provider: FsProvider,
+        log: logging.LoggerAdapter[logging.Logger],
     ) -> int:
         """Run one rsync session with the configured runner (run_server by default)."""
         runner = self._runner
@@ -236,10 +217,10 @@ class SshServer:
             runner = run_server
         return await runner(stream, command.argv, provider, log=log)
 
-    def _new_connection(self) -> _Connection:
-        return _Connection(self, next(self._conn_ids))
+    def _new_connection(self) -> ClientConnection:
+        return ClientConnection(self, next(self._conn_ids))
 
-    def _take_slot(self, session: _RsyncSession) -> None:
+    def take_slot(self, session: RsyncSession) -> None:
         """Count `session` against the limits, or refuse its channel with a message."""
         if self._draining:
             raise asyncssh.ChannelOpenError(
@@ -258,11 +239,11 @@ class SshServer:
             )
         self._sessions.add(session)
 
-    def _release_slot(self, session: _RsyncSession) -> None:
+    def release_slot(self, session: RsyncSession) -> None:
         self._sessions.discard(session)
 
 
-class _Connection(asyncssh.SSHServer):
+class ClientConnection(asyncssh.SSHServer):
     """One client connection: authentication and the session channels it opens."""
 
     def __init__(self, server: SshServer, conn_id: int) -> None:
@@ -357,10 +338,10 @@ class _Connection(asyncssh.SSHServer):
     def unix_server_requested(self, listen_path: str) -> bool:
         return False
 
-    def session_requested(self) -> _RsyncSession:
+    def session_requested(self) -> RsyncSession:
         assert self._conn is not None
-        session = _RsyncSession(self, f"c{self.conn_id}.{next(self._session_ids)}")
-        self.server._take_slot(session)
+        session = RsyncSession(self, f"c{self.conn_id}.{next(self._session_ids)}")
+        self.server.take_slot(session)
         return session
 
     def key_is_read_only(self) -> bool:
@@ -374,161 +355,3 @@ class _Connection(asyncssh.SSHServer):
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
-
-
-class _RsyncSession(asyncssh.SSHServerSession[bytes]):
-    """One session channel: vets the request, runs the rsync session, reports its code."""
-
-    def __init__(self, conn: _Connection, session_id: str) -> None:
-        self.conn = conn
-        self.session_id = session_id
-        self.task: asyncio.Task[None] | None = None
-        self._stream: ChannelStream | None = None
-        self._channel: asyncssh.SSHServerChannel[bytes] | None = None
-        self._command: ServerCommand | None = None
-        self._request = "none"  # what the client asked for, for the log
-
-    # -- requests ------------------------------------------------------------------------
-
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        self._channel = chan
-        self._stream = ChannelStream(chan)
-
-    def pty_requested(self, *args: object) -> bool:
-        return False
-
-    def shell_requested(self) -> bool:
-        self._request = "shell"
-        return True  # accepted only to answer with the one-line refusal and status 1
-
-    def exec_requested(self, command: str) -> bool:
-        self._request = command
-        try:
-            self._command = parse_exec_command(command)
-        except CommandRejected as exc:
-            self.conn.server.log.warning(
-                "%s: refused command %r: %s", self.session_id, command, exc.reason
-            )
-        return True
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        self.conn.server.log.warning("%s: refused subsystem %r", self.session_id, subsystem)
-        return False
-
-    def session_started(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    # -- data and flow control -----------------------------------------------------------
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if datatype is None and self._stream is not None:
-            self._stream.feed_data(data)
-
-    def eof_received(self) -> bool:
-        if self._stream is not None:
-            self._stream.feed_eof()
-        return True  # keep our sending side open: rsync still has things to say
-
-    def pause_writing(self) -> None:
-        if self._stream is not None:
-            self._stream.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._stream is not None:
-            self._stream.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._stream is not None:
-            self._stream.connection_lost(exc)
-        if self.task is None:  # never started: nothing else will free the slot
-            self.conn.server._release_slot(self)
-
-    # -- the session ---------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        """Run the accepted command (or refuse it) and report the exit status."""
-        assert self._stream is not None and self._channel is not None
-        server, stream = self.conn.server, self._stream
-        read_only = self.conn.key_is_read_only()
-        log = SessionLog(
-            server.log,
-            {"session": self.session_id, "user": self.conn.username(), "peer": self.conn.peer},
-        )
-        log.info("start: %r%s", self._request, " (read-only key)" if read_only else "")
-        started = time.monotonic()
-        status = ExitCode.RERR_SYNTAX
-        cancelled = False
-        try:
-            status = await self._dispatch(stream, read_only, log)
-        except asyncio.CancelledError:
-            cancelled = True
-            status = ExitCode.RERR_SIGNAL
-            stream.write_stderr(b"rsyncd-py: server shutting down, session aborted\n")
-        except Exception:
-            log.exception("session crashed")
-            status = ExitCode.RERR_CRASHED
-            stream.write_stderr(b"rsyncd-py: internal server error (see the server log)\n")
-        finally:
-            await self._finish(stream, status, flush=not cancelled)
-            server._release_slot(self)
-            log.info(
-                "end: exit %d, %d bytes in, %d bytes out, %.2fs",
-                status,
-                stream.bytes_in,
-                stream.bytes_out,
-                time.monotonic() - started,
-            )
-
-    async def _finish(self, stream: ChannelStream, status: int, *, flush: bool) -> None:
-        """Flush (unless aborting), send the exit status, and wait for the channel to close.
-
-        Waiting for the client's close reply lets a shutdown close connections right after
-        the session tasks end without cutting off the exit status.
-        """
-        assert self._channel is not None
-        try:
-            if flush:
-                await stream.close()
-            self._channel.exit(status)
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._channel.wait_closed()
-        except (OSError, TimeoutError):
-            pass  # the client is gone or unresponsive; there is nobody left to tell
-
-    async def _dispatch(self, stream: ChannelStream, read_only: bool, log: SessionLog) -> int:
-        """Return the exit status for this request, running the rsync session if allowed."""
-        command = self._command
-        if self.conn.server.draining:
-            stream.write_stderr(REFUSED_DRAINING)
-            return ExitCode.RERR_STARTCLIENT
-        if command is None:
-            stream.write_stderr(REFUSED_COMMAND)
-            return ExitCode.RERR_SYNTAX
-        if command.is_daemon:
-            stream.write_stderr(REFUSED_DAEMON)
-            return ExitCode.RERR_SYNTAX
-        if read_only and not command.is_sender:
-            stream.write_stderr(REFUSED_PUSH)
-            return ExitCode.RERR_SYNTAX
-        provider = _SessionProvider(self.conn.server.provider, self.conn.username(), read_only)
-        return await self.conn.server.run_session(stream, command, provider, log)
-
-
-class _SessionProvider:
-    """The server's provider as one session sees it: its user, and read-only if the key is.
-
-    `aclose` does nothing: the provider outlives sessions and the server's owner closes it.
-    """
-
-    def __init__(self, inner: FsProvider, user: str, read_only: bool) -> None:
-        self._inner = inner
-        self._user = user
-        self._read_only = read_only
-
-    async def open_session(self, *, writable: bool, user: str | None = None) -> FileSystem:
-        return await self._inner.open_session(
-            writable=writable and not self._read_only, user=user or self._user
-        )
-
-    async def aclose(self) -> None:
-        return None
