@@ -315,3 +315,30 @@ def test_receive_backlog_stays_bounded_for_a_slow_session(ssh_server: InProcessS
     assert (result.returncode, result.stdout) == (0, f"{len(payload)}\n".encode())
     # Reading pauses above the high-water mark; at most one more packet is queued.
     assert 0 < ssh_server.session.max_buffered <= RECV_HIGH + 64 * 1024
+
+
+def test_local_forwarding_is_refused(ssh_server: InProcessServer) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local_port = probe.getsockname()[1]
+    client = subprocess.Popen(
+        [
+            *ssh_argv(ssh_server.port, ssh_server.keys.client, log_level="INFO"),
+            "-N",
+            "-L",
+            f"127.0.0.1:{local_port}:127.0.0.1:{ssh_server.port}",
+            "127.0.0.1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=ssh_env(),
+    )
+    try:
+        wait_for(lambda: _accepts(local_port))
+        with socket.create_connection(("127.0.0.1", local_port), timeout=30) as tunnel:
+            assert tunnel.recv(4096) == b""  # the server refused the channel: nothing through
+    finally:
+        client.terminate()
+        _, err = client.communicate(timeout=30)
+    assert b"administratively prohibited: rsyncd-py: forwarding is not allowed" in err
