@@ -5,7 +5,7 @@ Two shapes of command line arrive here:
   through ``--rsync-path='rsyncd-py --store URL'`` or an OpenSSH forced command; the
   protocol is spoken on stdin/stdout (`rsyncd_py.cli.stdio_cmd`).
 - ``rsyncd-py SUBCOMMAND [OPTIONS]``: serve, init, ls, cat, snapshots, fsck, gc, forget,
-  stats, reindex, mount. Each subcommand lives in its own module and registers itself
+  stats, reindex, mount, umount. Each subcommand lives in its own module and registers itself
   with `add_parser(subparsers)` and runs with `run(args) -> int`.
 """
 
@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "stats": "rsyncd_py.cli.store_cmds",
     "reindex": "rsyncd_py.cli.store_cmds",
     "mount": "rsyncd_py.cli.mount_cmd",
+    "umount": "rsyncd_py.cli.mount_cmd",
 }
 
 
