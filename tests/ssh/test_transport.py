@@ -339,6 +339,6 @@ def test_local_forwarding_is_refused(ssh_server: InProcessServer) -> None:
         with socket.create_connection(("127.0.0.1", local_port), timeout=30) as tunnel:
             assert tunnel.recv(4096) == b""  # the server refused the channel: nothing through
     finally:
-        client.terminate()
+        client.kill()  # ssh -N may sit on a SIGTERM until its next wake-up
         _, err = client.communicate(timeout=30)
     assert b"administratively prohibited: rsyncd-py: forwarding is not allowed" in err
