@@ -10,7 +10,7 @@ Fixtures:
   `ServeHandle` with ``host``, ``port``, ``key``, ``root``, ``ssh_cmd`` (the string for
   ``rsync -e``) and helpers ``ssh(...)``, ``rsync(...)``, ``dest(path)``.
 - ``rsyncd_serve_factory``: start more servers with your own arguments
-  (``factory(extra_args=[...], root=None)``); all are stopped at teardown.
+  (``factory(extra_args=[...], root=None, env={...})``); all are stopped at teardown.
 
 Every ssh the helpers run has ``SSH_AUTH_SOCK``/``SSH_ASKPASS`` cleared, ``BatchMode``,
 ``-F /dev/null`` and ``IdentitiesOnly``, so nothing can prompt or pick up the machine's
@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,8 +203,12 @@ def start_serve(
     root: Path | None,
     extra_args: Sequence[str] = (),
     name: str = "serve",
+    env: Mapping[str, str] | None = None,
 ) -> ServeHandle:
-    """Start ``rsyncd-py serve`` on a free port and wait for its start-up line."""
+    """Start ``rsyncd-py serve`` on a free port and wait for its start-up line.
+
+    `env` adds to (and overrides) the environment, e.g. a moto server's AWS settings.
+    """
     data_dir = workdir / f"{name}-data"
     log_path = workdir / f"{name}.log"
     args = [
@@ -222,7 +226,10 @@ def start_serve(
         *(["--root", str(root)] if root is not None else []),
         *extra_args,
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("RSYNCD_PY_STORE", "RSYNCD_PY_DATA")}
+    child_env = {
+        k: v for k, v in os.environ.items() if k not in ("RSYNCD_PY_STORE", "RSYNCD_PY_DATA")
+    }
+    child_env.update(env or {})
     # A restart under the same name appends to the same log: only read what this run adds.
     log_offset = log_path.stat().st_size if log_path.exists() else 0
     process = subprocess.Popen(
@@ -230,7 +237,7 @@ def start_serve(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=(workdir / f"{name}.stderr").open("ab"),
-        env=env,
+        env=child_env,
     )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
@@ -270,7 +277,11 @@ def rsyncd_serve_factory(ssh_keys: SshKeys, tmp_path: Path) -> Iterator[object]:
     started: list[ServeHandle] = []
 
     def factory(
-        *, root: Path | None = None, extra_args: Sequence[str] = (), name: str | None = None
+        *,
+        root: Path | None = None,
+        extra_args: Sequence[str] = (),
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> ServeHandle:
         handle = start_serve(
             ssh_keys,
@@ -278,6 +289,7 @@ def rsyncd_serve_factory(ssh_keys: SshKeys, tmp_path: Path) -> Iterator[object]:
             root=root,
             extra_args=extra_args,
             name=name or f"serve{len(started)}",
+            env=env,
         )
         started.append(handle)
         return handle

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,39 @@ def test_default_data_dir_store_pull(rsyncd_serve_factory: object, tmp_path: Pat
     assert pull.returncode == 0, pull.stderr
     assert _tree(back) == _tree(source)
     assert server.stop() == 0
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rsyncd_py.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+@needs_store
+def test_encrypted_s3_store_as_in_the_readme(
+    rsyncd_serve_factory: object, moto_s3: Any, tmp_path: Path
+) -> None:
+    url, key_file = moto_s3.url(), str(tmp_path / "backups.key")
+    init = _cli("init", "--store", url, "--encrypt", "--key-file", key_file, env=moto_s3.env)
+    assert init.returncode == 0, init.stderr
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    server: ServeHandle = rsyncd_serve_factory(  # type: ignore[operator]
+        extra_args=["--store", url, "--key-file", key_file], env=moto_s3.env, name="s3"
+    )
+    assert f"store {url}" in server.log_text()
+    source = _make_source(tmp_path / "src", big=1 << 20)
+    push = server.rsync("-a", f"{source}/", server.dest("documents/"))
+    assert push.returncode == 0, push.stderr
+    assert server.stop() == 0  # commits and releases the store
+    listed = _cli("snapshots", "--store", url, "--key-file", key_file, env=moto_s3.env)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.strip().splitlines()) == 1
+    wrong_key = tmp_path / "wrong.key"
+    wrong_key.write_bytes(os.urandom(32))
+    refused = _cli("snapshots", "--store", url, "--key-file", str(wrong_key), env=moto_s3.env)
+    assert refused.returncode != 0
