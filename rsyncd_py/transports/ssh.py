@@ -29,7 +29,8 @@ Session lifecycle: slot taken in `session_requested` -> command vetted in
 stream closed (EOF after all data) -> exit status = the session's rsync exit code ->
 slot released. `shutdown(grace)` stops listening, refuses new sessions, waits up to
 `grace` seconds for running ones, cancels the rest (they exit with RERR_SIGNAL), then
-closes every connection. The provider is the caller's to close afterwards.
+closes every connection (which also unblocks a session stuck writing to a client that
+stopped reading). The provider is the caller's to close afterwards.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 READ_ONLY_KEY_OPTION = "rsyncd-readonly"
+ABORT_WAIT = 5.0  # seconds a cancelled session gets to unwind before its connection closes
 FORWARDING_REFUSED = "rsyncd-py: forwarding is not allowed"
 
 # AES-GCM costs asyncssh about half the CPU of chacha20-poly1305 (perf-anchors section 2).
@@ -183,24 +185,27 @@ class SshServer:
         self._draining = True
         if self._acceptor is not None:
             self._acceptor.close()
-        tasks = [s.task for s in self._sessions if s.task is not None]
-        if tasks:
-            self.log.info("waiting up to %gs for %d running session(s)", grace, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            if pending:
-                self.log.warning("ending %d session(s) still running", len(pending))
-                self.abort_sessions()
-                await asyncio.gather(*pending, return_exceptions=True)
+        pending = {s.task for s in self._sessions if s.task is not None}
+        if pending:
+            self.log.info("waiting up to %gs for %d running session(s)", grace, len(pending))
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        if pending:
+            self.log.warning("ending %d session(s) still running", len(pending))
+            self.abort_sessions()
+            _, pending = await asyncio.wait(pending, timeout=ABORT_WAIT)
+        # Closing the connections also unblocks a session stuck flushing to a client that
+        # no longer reads: its stream is lost, so its pending drain fails.
         for conn in list(self._connections):
             conn.close()
+        if pending:
+            await asyncio.wait(pending, timeout=ABORT_WAIT)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
 
     def abort_sessions(self) -> None:
         """End every running session now (each exits with RERR_SIGNAL)."""
         for session in list(self._sessions):
-            if session.task is not None:
-                session.task.cancel()
+            session.abort()
 
     async def run_session(
         self,

@@ -131,6 +131,17 @@ class RsyncSession(asyncssh.SSHServerSession[bytes]):
 
     # -- the session ---------------------------------------------------------------------
 
+    def abort(self) -> None:
+        """End the running session now: tell the client why, then cancel the task.
+
+        The message goes first because the runner's own clean-up may close the stream
+        (send EOF) while it unwinds, after which nothing more can be sent.
+        """
+        if self.task is not None and not self.task.done():
+            if self._stream is not None:
+                self._stream.write_stderr(ABORTED)
+            self.task.cancel()
+
     async def _run(self) -> None:
         """Run the accepted command (or refuse it) and report the exit status."""
         assert self._stream is not None and self._channel is not None
@@ -149,7 +160,6 @@ class RsyncSession(asyncssh.SSHServerSession[bytes]):
         except asyncio.CancelledError:
             cancelled = True
             status = ExitCode.RERR_SIGNAL
-            stream.write_stderr(ABORTED)
         except Exception:
             log.exception("session crashed")
             status = ExitCode.RERR_CRASHED

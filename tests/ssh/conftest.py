@@ -7,6 +7,7 @@ what its last argument says, so one server covers every transport behaviour:
     echo          copy stdin to stdout until EOF, then exit 0
     sink          count stdin until EOF, print "<bytes> <sha256>" and exit 0
     slowsink      like sink but reads slowly, recording the stream's largest backlog
+    flood         write zeros until stopped, closing the stream on the way out
     hold          wait for EOF (or forever), exit 0 -- keeps a session slot busy
     exit:N        write "bye" to stderr, exit N
     crash         raise an exception (a bug in the session)
@@ -73,6 +74,13 @@ class StandInSession:
                 await asyncio.sleep(0.0005)
             stream.write(f"{total}\n".encode())
             return 0
+        if action == "flood":  # write until stopped; clean up like run_server does
+            try:
+                while True:
+                    stream.write(bytes(1 << 16))
+                    await stream.drain()
+            finally:
+                await stream.close()
         if action == "hold":
             while await stream.read(1 << 16):
                 pass

@@ -310,3 +310,50 @@ def test_encrypted_s3_store_as_in_the_readme(
     wrong_key.write_bytes(os.urandom(32))
     refused = _cli("snapshots", "--store", url, "--key-file", str(wrong_key), env=moto_s3.env)
     assert refused.returncode != 0
+
+
+def _start_slow_push(server: ServeHandle, source: Path, dest: str) -> subprocess.Popen[bytes]:
+    """An rsync push throttled so that it is still running a few seconds later."""
+    before = server.log_text().count("start:")
+    client = subprocess.Popen(
+        ["rsync", "-a", "--bwlimit=2m", "-e", server.ssh_cmd, f"{source}/", server.dest(dest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ssh_env(),
+    )
+    deadline = time.monotonic() + 60
+    while server.log_text().count("start:") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the transfer get going
+    return client
+
+
+@needs_push
+def test_sigterm_lets_a_running_push_finish(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
+    source = _make_source(tmp_path / "src", files=2, big=6 << 20)
+    client = _start_slow_push(rsyncd_serve, source, "finished/")
+    rsyncd_serve.process.send_signal(signal.SIGTERM)
+    _, err = client.communicate(timeout=120)
+    assert client.returncode == 0, err
+    assert rsyncd_serve.process.wait(120) == 0
+    assert rsyncd_serve.root is not None
+    assert _tree(rsyncd_serve.root / "finished") == _tree(source)
+    assert "waiting up to 60s for 1 running session(s)" in rsyncd_serve.log_text()
+
+
+@needs_store
+def test_sigterm_after_the_grace_period_leaves_a_sound_store(
+    rsyncd_serve_factory: object, tmp_path: Path
+) -> None:
+    server: ServeHandle = rsyncd_serve_factory(  # type: ignore[operator]
+        root=None, extra_args=["--grace", "0.5"], name="grace"
+    )
+    source = _make_source(tmp_path / "src", files=2, big=32 << 20)
+    client = _start_slow_push(server, source, "cut/")
+    server.process.send_signal(signal.SIGTERM)
+    _, err = client.communicate(timeout=120)
+    assert client.returncode != 0
+    assert b"server shutting down, session aborted" in err
+    assert server.process.wait(120) == 0
+    fsck = _cli("fsck", "--store", str(server.data_dir / "store"), env={})
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr

@@ -342,3 +342,23 @@ def test_local_forwarding_is_refused(ssh_server: InProcessServer) -> None:
         client.kill()  # ssh -N may sit on a SIGTERM until its next wake-up
         _, err = client.communicate(timeout=30)
     assert b"administratively prohibited: rsyncd-py: forwarding is not allowed" in err
+
+
+def test_shutdown_is_not_blocked_by_a_client_that_stopped_reading(
+    ssh_server_factory: object,
+) -> None:
+    server: InProcessServer = ssh_server_factory()  # type: ignore[operator]
+    stuck = subprocess.Popen(  # nobody reads its stdout: the session's writes back up
+        [*ssh_argv(server.port, server.keys.client), "127.0.0.1", rsync_command(".", "flood")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=ssh_env(),
+    )
+    try:
+        wait_for(lambda: server.session.calls)
+        server.call(server.server.shutdown(grace=0.2), timeout=60)
+        assert server.server.active_sessions == 0
+    finally:
+        stuck.kill()
+        stuck.communicate()
