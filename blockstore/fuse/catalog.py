@@ -17,7 +17,9 @@ already in memory.
 - **Snapshots.** The id list is one LIST request; snapshot objects are loaded once each
   (they never change) and forgotten when their id disappears (`forget`). The list is
   refreshed when `.snapshots` is opened and, at most once a second, when a lookup
-  names an id not seen yet: new snapshots appear without a remount.
+  names an id not seen yet: new snapshots appear without a remount. Finding a new
+  snapshot also re-reads the pack list (the writer uploaded the packs first), so the
+  new snapshot's objects are found at once.
 - **Link counts.** Trees record a hard-link group per entry, not the group's size, so
   the first stat of a hard-linked file in a snapshot walks that snapshot's trees once
   and counts each group (snapshots without hard links never pay for it).
@@ -183,6 +185,11 @@ class Catalog:
                     loaded = list(pool.map(self._load_snapshot, unknown))
             else:
                 loaded = [self._load_snapshot(i) for i in unknown]
+            packs = self.volume.pack_layer
+            if unknown and packs is not None:
+                # A snapshot is written after its packs: having seen it, learn them now
+                # rather than answer EIO until the pack layer's next periodic resync.
+                packs.sync_from_bucket()
             with self._lock:
                 present = set(ids)
                 for gone in [i for i in self._snapshots if i not in present]:

@@ -18,7 +18,7 @@ import pytest
 from blockstore.factory import create_store
 from blockstore.volume import TreeEntry, Volume, VolumeParams, open_volume
 from tests.fuse.builders import put_bytes
-from tests.fuse.conftest import Mounter
+from tests.fuse.mounts import Mounter
 
 BAD = random.Random(1).randbytes(300_000)  # random: stored raw, no zstd frame to trip on
 GOOD = b"still fine\n" * 1000

@@ -26,7 +26,7 @@ import pytest
 from blockstore.factory import create_store
 from blockstore.volume import ChunkParams, Snapshot, VolumeParams, open_volume
 from tests.fuse.builders import _sparse_pieces, entry_of, import_tree, put_bytes
-from tests.fuse.conftest import Mount, Mounter
+from tests.fuse.mounts import Mount, Mounter, require_fuse
 from tests.helpers.trees import Tree, assert_same_tree, build_varied_tree, snapshot, write_file
 
 MiB = 1 << 20
@@ -70,6 +70,7 @@ def _change(src: Path) -> None:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    require_fuse()
     base = tmp_path_factory.mktemp("history")
     src = build_varied_tree(base / "src", big=False)
     _add_extras(src)
@@ -228,3 +229,16 @@ def test_every_write_fails_with_erofs(history: History, where: str) -> None:
             attempt()  # type: ignore[operator]
         assert failure.value.errno == errno.EROFS, name
     assert (top / "size-0").exists() and not (top / "newdir").exists()
+
+
+def test_forgotten_inodes_are_freed_and_keep_their_numbers(history: History) -> None:
+    if not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        pytest.skip("cannot make the kernel forget inodes (/proc/sys/vm/drop_caches)")
+    root = history.mount.path
+    numbers = {name: os.lstat(root / name).st_ino for name in os.listdir(root)}
+    walked = sum(len(dirs) + len(files) for _top, dirs, files in os.walk(root))
+    assert os.statvfs(root).f_files >= walked  # df -i: inodes the kernel holds now
+    with open("/proc/sys/vm/drop_caches", "w") as drop:
+        drop.write("2")  # dentries and inodes: the kernel sends FORGET for each
+    assert os.statvfs(root).f_files <= 4  # root, .snapshots and whatever is still in use
+    assert {name: os.lstat(root / name).st_ino for name in os.listdir(root)} == numbers
