@@ -23,6 +23,8 @@ the input until the client hangs up, as rsync's noop_io_until_death does.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import time
@@ -246,8 +248,7 @@ class _Session:
         success = False
         try:
             if opts.am_sender:
-                from rsyncd_py.roles import sender  # type: ignore[attr-defined]
-
+                sender = importlib.import_module(SENDER_MODULE)
                 code = await sender.send_files(self.wire, fs, opts, neg)
             else:
                 from rsyncd_py.roles.server_recv import do_server_recv
@@ -302,12 +303,11 @@ def _supported_compressions() -> list[str]:
     return names
 
 
+SENDER_MODULE = "rsyncd_py.roles.sender"  # provides send_files(wire, fs, opts, neg) -> int
+
+
 def _sender_available() -> bool:
-    try:
-        from rsyncd_py.roles import sender  # type: ignore[attr-defined]  # noqa: F401
-    except ModuleNotFoundError:
-        return False
-    return True
+    return importlib.util.find_spec(SENDER_MODULE) is not None
 
 
 def _process_umask() -> int:

@@ -84,7 +84,9 @@ async def get_local_name(
     st = await _stat(fs, path, dest_arg)
 
     if mkpath and st is None and (b"/" in rel or file_total > 1):
-        parents_only = not (file_total > 1 and not trailing_slash)
+        # make_path(MKP_DROP_NAME) unless several files go to a name without a slash;
+        # with a trailing slash the dropped "name" is empty, so the whole path is made
+        parents_only = file_total == 1 and not trailing_slash
         target = path.rpartition(b"/")[0] if parents_only else path
         created = await _make_path(fs, target, dry_run, _dir_stat(umask, owner))
         if created and announce:
@@ -148,17 +150,17 @@ def _dir_stat(umask: int, owner: tuple[int, int]) -> Stat:
     )
 
 
-async def _make_path(fs: FileSystem, path: bytes, dry_run: bool, st: Stat) -> int:
+async def _make_path(fs: FileSystem, path: bytes, dry_run: bool, dir_st: Stat) -> int:
     """util.c make_path: create the missing directories of `path`; return how many."""
     created = 0
     parts = path.split(b"/") if path else []
     for i in range(1, len(parts) + 1):
         sub = b"/".join(parts[:i])
-        st = await fs.lstat(sub) if not (dry_run and created) else None
-        if st is not None:
+        existing = None if dry_run and created else await fs.lstat(sub)
+        if existing is not None:
             continue
         if not dry_run:
-            await fs.mkdir(sub, st)
+            await fs.mkdir(sub, dir_st)
         created += 1
     return created
 

@@ -548,9 +548,9 @@ class Generator:
                 continue
             if st is None or not st.is_dir():
                 continue
-            if metadata.attrs_differ(t, entry, st, accurate=True):
+            if metadata.attrs_differ(t, entry, st):
                 try:
-                    await t.fs.set_stat(path, metadata.wanted_stat(t, entry, st))
+                    await t.fs.set_stat(path, metadata.updated_stat(t, entry, st))
                 except FsError as exc:
                     report_fs_error(t, exc, f"failed to set times on {quote(path)}")
             if ndx % _YIELD_EVERY == 0:

@@ -10,6 +10,7 @@ defaults: the umask-filtered mode, the current time, the server's own ids).
 from __future__ import annotations
 
 import stat as stat_mod
+from dataclasses import replace
 
 from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.protocol.constants import (
@@ -99,6 +100,8 @@ def wanted_stat(
     as rsync's new temp file does.
     """
     mode = entry.mode
+    if stat_mod.S_ISLNK(mode):
+        mode = stat_mod.S_IFLNK | 0o777  # Linux symlinks have no permissions of their own
     if t.keeps_time(entry):
         mtime_ns = entry_mtime_ns(entry)
     elif current is not None and not new_content:
@@ -123,21 +126,38 @@ def wanted_stat(
     )
 
 
-def attrs_differ(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = False) -> bool:
-    """Whether setting `entry`'s attributes would change `st` (set_file_attrs' test).
+def time_differs(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = False) -> bool:
+    """Whether set_file_attrs would set `entry`'s mtime on `st` (not rsync.c same_mtime).
 
-    Times compare as same_mtime does: to the second (or --modify-window) unless
-    `accurate` (ATTRS_ACCURATE_TIME, used after -c found the content equal).
+    Times compare to the second (or --modify-window) unless `accurate`
+    (ATTRS_ACCURATE_TIME, used after -c found the content equal).
     """
-    if t.keeps_time(entry):
-        if accurate:
-            if st.mtime_ns != entry_mtime_ns(entry):
-                return True
-        elif mtime_differs(t, st, entry):
-            return True
+    if not t.keeps_time(entry):
+        return False
+    if accurate:
+        return st.mtime_ns != entry_mtime_ns(entry)
+    return mtime_differs(t, st, entry)
+
+
+def attrs_differ(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = False) -> bool:
+    """Whether setting `entry`'s attributes would change `st` (set_file_attrs' test)."""
+    if time_differs(t, entry, st, accurate=accurate):
+        return True
     if not stat_mod.S_ISLNK(entry.mode) and (st.mode & CHMOD_BITS) != (entry.mode & CHMOD_BITS):
         return True
     return ids.owner_differs(t, entry, st) or ids.group_differs(t, entry, st)
+
+
+def updated_stat(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = False) -> Stat:
+    """What set_file_attrs makes of `st`: only the attributes that differ change.
+
+    In particular an mtime equal to the second is left alone, ns and all, as rsync
+    leaves it.
+    """
+    wanted = wanted_stat(t, entry, st, size=st.size)
+    if not time_differs(t, entry, st, accurate=accurate):
+        wanted = replace(wanted, mtime_ns=st.mtime_ns)
+    return wanted
 
 
 async def set_file_attrs(
@@ -172,7 +192,7 @@ async def set_file_attrs(
             return False
     updated = attrs_differ(t, entry, current, accurate=accurate)
     if updated and not t.dry_run:
-        wanted = wanted_stat(t, entry, current, size=current.size)
+        wanted = updated_stat(t, entry, current, accurate=accurate)
         try:
             await t.fs.set_stat(path, wanted)
         except FsError as exc:

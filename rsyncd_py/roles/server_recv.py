@@ -19,7 +19,7 @@ from rsyncd_py.protocol.constants import (
     IOERR_VANISHED,
     MSG_IO_ERROR,
 )
-from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError
+from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError, SessionError
 from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.options import ServerOptions
@@ -86,9 +86,29 @@ async def do_recv(t: Transfer) -> None:
     """Rsync main.c:do_recv: the generator and the receiver, side by side."""
     generator = Generator(t)
     receiver = Receiver(t)
-    async with asyncio.TaskGroup() as group:
-        group.create_task(receiver.recv_files(), name="receiver")
-        group.create_task(generator.generate_files(), name="generator")
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(receiver.recv_files(), name="receiver")
+            group.create_task(generator.generate_files(), name="generator")
+    except BaseExceptionGroup as failures:
+        # the first failure ended the session; the other task was only cancelled
+        raise _first_failure(failures) from None
+
+
+def _first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The session's error among a TaskGroup's: a SessionError if there is one."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    for exc in leaves:
+        if isinstance(exc, SessionError):
+            return exc
+    return leaves[0]
 
 
 def _peer_io_error(t: Transfer, payload: bytes) -> None:
