@@ -80,25 +80,26 @@ def object_key(kind: int, ident: bytes) -> str:
 
 @dataclass(slots=True)
 class _Pack:
-    """A pack being filled or uploaded: its objects in order."""
+    """A pack being filled or uploaded: its objects (key, kind, id, offset, length)."""
 
-    entries: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+    entries: list[tuple[str, int, bytes, int, int]] = field(default_factory=list)
+    datas: list[bytes] = field(default_factory=list)
     size: int = 0
 
     def add(self, key: str, kind: int, ident: bytes, data: bytes) -> None:
-        self.entries.append((key, kind, ident, data))
+        self.entries.append((key, kind, ident, self.size, len(data)))
+        self.datas.append(data)
         self.size += len(data)
 
     def seal(self) -> tuple[bytes, str, int]:
-        """The pack's bytes, name and creation time."""
+        """The pack's bytes, name and creation time; the objects' own copies are dropped."""
         created = time.time_ns()
-        trailer = b"".join(
-            _ENTRY.pack(kind, ident, len(data)) for _k, kind, ident, data in self.entries
-        )
+        trailer = b"".join(_ENTRY.pack(k, i, n) for _key, k, i, _off, n in self.entries)
         tail = _TAIL.pack(
             _MAGIC, _VERSION, len(self.entries), created, len(trailer), zlib.crc32(trailer)
         )
-        blob = b"".join([*(data for *_rest, data in self.entries), trailer, tail])
+        blob = b"".join([*self.datas, trailer, tail])
+        self.datas = []
         return blob, hashlib.sha256(blob).hexdigest(), created
 
 
@@ -157,7 +158,9 @@ class PackLayer(Layer):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._current = _Pack()
-        self._pending: dict[str, tuple[int, bytes]] = {}  # key -> (pack serial, data)
+        # key -> (pack serial, data): the object's own bytes until its pack is sealed,
+        # then a view into the sealed pack (so an uploading pack is held once, not twice)
+        self._pending: dict[str, tuple[int, bytes | memoryview]] = {}
         self._serial = 0
         self._in_flight = 0
         self._failures: list[StoreError] = []
@@ -245,16 +248,19 @@ class PackLayer(Layer):
 
     def _upload(self, serial: int, pack: _Pack) -> None:
         blob, name, created = pack.seal()
+        view = memoryview(blob)
+        with self._lock:
+            for key, _kind, _ident, offset, length in pack.entries:
+                if self._pending.get(key, (None,))[0] == serial:
+                    self._pending[key] = (serial, view[offset : offset + length])
         self.inner.put(PACK_PREFIX + name, blob)
         number = self.index.add_pack(name, len(blob), created, len(pack.entries))
         # index only the objects neither deleted nor put again since; under the lock so
         # a concurrent delete cannot slip in between the check and the insert
         with self._lock:
             live = [
-                (kind, ident, offset, len(data))
-                for (key, kind, ident, data), offset in zip(
-                    pack.entries, _offsets(pack), strict=True
-                )
+                (kind, ident, offset, length)
+                for key, kind, ident, offset, length in pack.entries
                 if self._pending.get(key, (None,))[0] == serial
             ]
             self.index.insert(live, number)
@@ -306,7 +312,7 @@ class PackLayer(Layer):
                 pending = self._pending.get(key)
             if pending is not None:
                 data = pending[1]
-                return data[start : None if length is None else start + length]
+                return bytes(data[start : None if length is None else start + length])
             found = self.index.lookup(*parsed)
             if found is None and not attempt and self._may_resync():
                 continue  # written since we last looked at the bucket (another process)?
@@ -465,14 +471,6 @@ class PackLayer(Layer):
         if _PACK_RE.match(key):
             raise StoreError(f"{key}: pack objects belong to the pack layer", key=key)
         return parse_key(key)
-
-
-def _offsets(pack: _Pack) -> list[int]:
-    offsets, position = [], 0
-    for *_rest, data in pack.entries:
-        offsets.append(position)
-        position += len(data)
-    return offsets
 
 
 def pack_layer_factory(inner: Backend, config: Any, state_dir: Path | None) -> PackLayer:

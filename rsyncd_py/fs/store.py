@@ -124,13 +124,31 @@ def _check_path(path: bytes) -> list[bytes]:
     return parts
 
 
-class StoreFileReader:
-    """A file of the store opened for reading (a `FileReader`)."""
+def content_digests(entry: TreeEntry) -> dict[str, bytes]:
+    """Whole-file digests recorded when the file was written.
 
-    def __init__(self, fs: StoreFileSystem, reader: FileReader) -> None:
+    "xxh128" (canonical, unseeded XXH3-128) always; "md5" when the store records it
+    (`init --md5`).
+    """
+    content = entry.content
+    if content is None:
+        return {}
+    found = {"xxh128": content.xxh128, "md5": content.md5}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+class StoreFileReader:
+    """A file of the store opened for reading (a `FileReader`).
+
+    `digests` holds the whole-file checksums recorded at write time (see
+    `content_digests`), so a sender can answer `--checksum` without reading the file.
+    """
+
+    def __init__(self, fs: StoreFileSystem, reader: FileReader, digests: dict[str, bytes]) -> None:
         self._fs = fs
         self._reader = reader
         self.size = reader.size
+        self.digests = digests
 
     async def read(self, offset: int, length: int) -> bytes:
         return await self._fs.run(self._reader.read, offset, length)
@@ -371,7 +389,17 @@ class StoreFileSystem:
         if not entry.is_file() or entry.content is None:
             err = errno.EISDIR if entry.is_dir() else errno.EINVAL
             raise FsError(err, "Is a directory" if entry.is_dir() else "Not a regular file", path)
-        return StoreFileReader(self, self.volume.reader(entry.content))
+        return StoreFileReader(self, self.volume.reader(entry.content), content_digests(entry))
+
+    @_fs_errors()
+    async def file_digests(self, path: bytes) -> dict[str, bytes]:
+        """Whole-file digests of the regular file at `path` ({} if none recorded).
+
+        Store-only (not part of the FileSystem contract): the roles may use it for
+        `--checksum` and the end-of-file checksum without reading the content.
+        """
+        entry = await self._lookup(path)
+        return content_digests(entry) if entry is not None else {}
 
     # -- writing -------------------------------------------------------------------------
 
@@ -494,9 +522,9 @@ class StoreProvider:
                 await asyncio.get_running_loop().run_in_executor(self.executor, lease.release)
 
     async def aclose(self) -> None:
-        """Close the volume (flushes, drops the lease) and stop the executor."""
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self.executor, self.volume.close)
-        finally:
-            self.executor.shutdown(wait=False)
+        """Let running jobs finish, then close the volume (flush, drop the lease)."""
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.volume.close()

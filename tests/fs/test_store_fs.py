@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
@@ -160,3 +161,15 @@ async def test_same_content_twice_is_stored_once(fs_env: ProviderEnv) -> None:
     await fs.close(True)
     assert counters.bytes_new == stored
     assert counters.bytes_dedup == len(data)
+
+
+@async_test
+async def test_whole_file_digests_are_recorded(fs_env: ProviderEnv) -> None:
+    data = os.urandom(123_456)
+    fs = await fs_env.open(True)
+    await write_file(fs, b"f", data)
+    digests = await fs.file_digests(b"f")  # type: ignore[attr-defined]
+    assert digests == {"xxh128": xxhash.xxh3_128_digest(data)}
+    reader = await fs.open_read(b"f")
+    assert reader.digests == digests  # type: ignore[attr-defined]
+    await fs.close(True)
