@@ -442,11 +442,9 @@ class Generator:
         """checksum.c file_checksum: the -c digest of our copy (the store's, if it has it)."""
         t = self.t
         name = t.neg.file_checksum
-        stored = getattr(t.fs, "file_digest", None)
-        if stored is not None:
-            digest = await stored(path, name)
-            if digest is not None:
-                return digest
+        recorded = await _recorded_digest(t, path, name)
+        if recorded is not None:
+            return recorded
         hasher = checksums.new_plain_hasher(name)
         try:
             reader = await t.fs.open_read(path)
@@ -558,6 +556,27 @@ class Generator:
 
     def _info(self, text: str) -> None:
         self.t.wire.rprintf(Log.INFO, text)
+
+
+# Digests a FileSystem may have recorded when a file was written (the store's
+# `file_digests`), and how to turn each into rsync's byte order: xxhash digests are
+# canonical (big-endian) there and little-endian on the wire.
+_RECORDED_DIGESTS = {"xxh128": True, "md5": False}
+
+
+async def _recorded_digest(t: Transfer, path: bytes, name: str) -> bytes | None:
+    """A whole-file digest the FileSystem recorded at write time, in rsync's order."""
+    reverse = _RECORDED_DIGESTS.get(name)
+    lookup = getattr(t.fs, "file_digests", None)
+    if reverse is None or lookup is None:
+        return None
+    try:
+        digest = (await lookup(path)).get(name)
+    except FsError:
+        return None
+    if digest is None:
+        return None
+    return digest[::-1] if reverse else digest
 
 
 def _is_below(entry: FileEntry, subtree: FileEntry) -> bool:
