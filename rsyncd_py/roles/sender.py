@@ -1,0 +1,404 @@
+"""A pull, end to end on the server: rsync's main.c do_server_sender and sender.c send_files.
+
+Theory of operation. The client is the generator and receiver; we are the sender.
+
+1. Read the client's filter rules (a receiving client always sends them).
+2. Expand wildcards in the source arguments (`globbing.py`) and stream the file list
+   (`flist_build.py`), then its end marker, the uid/gid name lists and, below protocol
+   30, the io_error int. An empty list ends the session at once: the client skips its
+   whole transfer and goodbye (rsync-protocol.md A.9).
+3. Answer the generator's records in order (`send_files`): an item without
+   ITEM_TRANSFER is echoed; a transfer request brings the block sums of the client's
+   basis file, and we answer with the echoed record, the echoed sum head, the delta
+   (`delta_send.py`) and the whole-file checksum; a file that cannot be opened gets
+   MSG_NO_SEND. NDX_DEL_STATS is echoed. Each NDX_DONE ends a phase (main, redo, and
+   from protocol 29 the delay-updates phase) and is echoed while phases remain; after
+   the last we send our own NDX_DONE.
+4. The totals the client prints (main.c handle_stats), then read_final_goodbye: one
+   NDX_DONE, and from protocol 31 a second one after our echo.
+
+The sender never waits on its own writes: the Wire's reader task keeps receiving, and
+our buffered output is flushed whenever we are about to wait for the client (as rsync's
+I/O loop flushes before it blocks on input).
+
+State: `phase` (0..max_phase), `io_error` (IOERR_* bits), `files` (the sorted list,
+index == ndx), the per-direction ndx codecs.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import pwd
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from rsyncd_py.fs.base import FileReader, FileSystem, FsError
+from rsyncd_py.protocol import checksums, tokens
+from rsyncd_py.protocol.buffer import ReceiveBuffer
+from rsyncd_py.protocol.constants import (
+    IOERR_DEL_LIMIT,
+    IOERR_GENERAL,
+    IOERR_VANISHED,
+    ITEM_IS_NEW,
+    ITEM_TRANSFER,
+    MSG_ERROR_EXIT,
+    MSG_IO_ERROR,
+    MSG_NO_SEND,
+    NDX_DEL_STATS,
+    NDX_DONE,
+)
+from rsyncd_py.protocol.errors import ExitCode, ProtocolError, RemoteProtocolError, SessionError
+from rsyncd_py.protocol.filters import FilterSet, read_filter_list, server_filter_rules
+from rsyncd_py.protocol.flist import FlistEncoder
+from rsyncd_py.protocol.flist_sort import entry_key
+from rsyncd_py.protocol.handshake import Negotiated
+from rsyncd_py.protocol.idlist import pack_id_list
+from rsyncd_py.protocol.ints import pack_int, read_item
+from rsyncd_py.protocol.itemize import ItemRecord, pack_item, read_ndx_and_attrs
+from rsyncd_py.protocol.match import BlockSums
+from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
+from rsyncd_py.protocol.options import ServerOptions
+from rsyncd_py.protocol.stats import DeleteStats, TransferStats
+from rsyncd_py.protocol.sums import SumHead, pack_sum_head, read_sum_head
+from rsyncd_py.roles.delta_send import DeltaSender
+from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry, resolve_root_relative
+from rsyncd_py.roles.flist_recv import flist_options
+from rsyncd_py.roles.globbing import expand_args
+from rsyncd_py.wire import Log, PeerExit, Wire
+
+T = TypeVar("T")
+
+
+async def send_files(wire: Wire, fs: FileSystem, opts: ServerOptions, neg: Negotiated) -> int:
+    """Rsync main.c:do_server_sender: serve one pull from `fs`; return the exit code."""
+    return await Sender(wire, fs, opts, neg).run()
+
+
+def recorded_digest(reader: object, name: str) -> bytes | None:
+    """The whole-file digest of `name` the file system recorded, in rsync's byte order.
+
+    A FileReader may offer ``recorded_digest(name) -> bytes | None`` (the digest as the
+    hash library's ``digest()`` returns it) for digests it stored when the file was
+    written; only unseeded digests can be reused, which is every whole-file and -c sum
+    from protocol 30 on.
+    """
+    lookup = getattr(reader, "recorded_digest", None)
+    if lookup is None:
+        return None
+    digest = lookup(name)
+    if not isinstance(digest, bytes) or len(digest) != checksums.digest_len(name):
+        return None
+    return digest[::-1] if name.startswith("xxh") else digest
+
+
+class Sender:
+    """sender.c's state for one pull session (see the module docstring)."""
+
+    def __init__(self, wire: Wire, fs: FileSystem, opts: ServerOptions, neg: Negotiated) -> None:
+        self.wire = wire
+        self.fs = fs
+        self.opts = opts
+        self.neg = neg
+        self.protocol = neg.protocol
+        self.max_phase = 2 if neg.protocol >= 29 else 1
+        self.phase = 0
+        self.io_error = 0
+        self.files: list[SendEntry] = []
+        self.ndx_out = NdxEncoder(neg.protocol)
+        self.ndx_in = NdxDecoder(neg.protocol)
+        self.stats = TransferStats()
+        encoder = tokens.new_token_encoder(
+            neg.compression, opts.do_compression_level, protocol=neg.protocol
+        )
+        self.delta = DeltaSender(wire, neg, encoder)
+        self.xfer_sum_len = checksums.digest_len(neg.checksum)
+
+    async def run(self) -> int:
+        """main.c do_server_sender, after the setup exchange."""
+        self.wire.on_message(MSG_ERROR_EXIT, self._peer_exit)
+        rules = await self._read(lambda buf: read_filter_list(buf, self.protocol))
+        if not await self.send_file_list(rules):
+            await self.wire.flush()
+            return self.exit_code()  # the client expects nothing more
+        await self.send_files_loop()
+        await self.wire.flush()
+        self.handle_stats()
+        if self.protocol >= 24:
+            await self.read_final_goodbye()
+        await self.wire.flush()
+        return self.exit_code()
+
+    # --- flist.c send_file_list -------------------------------------------------------
+
+    async def send_file_list(self, rules: list[bytes]) -> bool:
+        """Rsync flist.c:send_file_list; returns False when the list is empty."""
+        opts, neg, wire = self.opts, self.neg, self.wire
+        started = time.monotonic()
+        args = [a.encode("utf-8", "surrogateescape") for a in opts.args]
+        base = resolve_root_relative(b"", args[0]) if args else b""
+        if base is None:
+            raise SessionError(
+                f"rsync: [sender] path escapes the served tree: {opts.args[0]}",
+                ExitCode.RERR_FILESELECT,
+            )
+        sources = args[1:]
+        if not sources and (opts.recurse or opts.xfer_dirs > 0 or opts.list_only):
+            sources = [b"."]
+        sources = await expand_args(self.fs, base, sources, shell=opts.protect_args != 2)
+
+        options = flist_options(opts, neg)
+        encoder = FlistEncoder(options)
+        builder = FileListBuilder(
+            wire,
+            self.fs,
+            options,
+            recurse=bool(opts.recurse),
+            xfer_dirs=opts.xfer_dirs > 0 or bool(opts.recurse),
+            implied_dirs=bool(opts.implied_dirs),
+            filters=self._filter_set(rules),
+            emit=lambda sent: wire.write(encoder.encode(sent.entry)),
+            recorded_digest=recorded_digest,
+            file_checksum=neg.file_checksum,
+        )
+        await builder.build(base, sources)
+        built = time.monotonic()
+        self.io_error |= builder.io_error
+        io_error = 0 if opts.ignore_errors else self.io_error
+        wire.write(encoder.end(io_error if neg.safe_flist else 0))
+        if not opts.numeric_ids:
+            wire.write(self._id_lists(builder.entries))
+        if self.protocol < 30:
+            wire.write(pack_int(io_error))
+        elif io_error and not neg.safe_flist:
+            wire.send_msg(MSG_IO_ERROR, pack_int(io_error))
+        await wire.flush()
+        protocol = self.protocol
+        self.files = sorted(builder.entries, key=lambda s: entry_key(s.entry, protocol))
+        self.stats.total_size = builder.total_size
+        self.stats.flist_buildtime_ms = max(1, int((built - started) * 1000))
+        self.stats.flist_xfertime_ms = int((time.monotonic() - built) * 1000)
+        return bool(self.files)
+
+    def _filter_set(self, rules: list[bytes]) -> FilterSet | None:
+        """The rules the sender honours: our argv's, the client's, and -C's (exclude.c)."""
+        parsed = server_filter_rules(
+            rules,
+            self.protocol,
+            am_sender=True,
+            cvs_exclude=bool(self.opts.cvs_exclude),
+            filter_args=self.opts.filter_args,
+        )
+        return FilterSet(parsed, protocol=self.protocol) if parsed else None
+
+    def _id_lists(self, entries: list[SendEntry]) -> bytes:
+        """uidlist.c send_id_lists: each owner and group name, by first appearance."""
+        options = flist_options(self.opts, self.neg)
+        out = b""
+        for preserve, pick, local0 in (
+            (options.preserve_uid, lambda s: (s.st.uid, s.st.user), _local_user0),
+            (options.preserve_gid, lambda s: (s.st.gid, s.st.group), _local_group0),
+        ):
+            if not preserve:
+                continue
+            names: dict[int, bytes] = {}
+            for sent in entries:
+                ident, name = pick(sent)
+                if name and ident not in names:
+                    names[ident] = name
+            if 0 not in names:
+                names[0] = local0()
+            out += pack_id_list(names.items(), self.protocol, id0_names=options.id0_names)
+        return out
+
+    # --- sender.c send_files ------------------------------------------------------------
+
+    async def send_files_loop(self) -> None:
+        """Rsync sender.c:send_files: answer the generator until its last NDX_DONE."""
+        save_io_error = self.io_error
+        while True:
+            record = await self._read(self._read_record)
+            if isinstance(record, int):
+                if record != NDX_DONE:
+                    self._invalid_index(record)
+                self.phase += 1
+                if self.phase > self.max_phase:
+                    break
+                self.wire.write(self.ndx_out.encode(NDX_DONE))
+                continue
+            if (
+                self.protocol < 30
+                and record.ndx == len(self.files)
+                and record.iflags == ITEM_IS_NEW
+            ):
+                continue  # a protocol-29 keep-alive
+            if not 0 <= record.ndx < len(self.files):
+                self._invalid_index(record.ndx)
+            if not record.iflags & ITEM_TRANSFER or not self.opts.do_xfers:
+                self._echo(record)
+                continue
+            if self.phase == 2:
+                raise ProtocolError("got transfer request in phase 2 [sender]")
+            await self.send_one(record, self.files[record.ndx])
+        if self.io_error != save_io_error and self.protocol >= 30:
+            self.wire.send_msg(MSG_IO_ERROR, pack_int(self.io_error))
+        self.wire.write(self.ndx_out.encode(NDX_DONE))
+
+    async def send_one(self, record: ItemRecord, sent: SendEntry) -> None:
+        """One transfer of send_files: receive_sums, open, echo, match_sums."""
+        head = await self._read(self._read_sum_head)
+        width = 4 + head.s2length
+        raw = await self._read(lambda buf: buf.take(head.count * width)) if head.count else b""
+        sums = BlockSums.from_wire(head.count, head.blength, head.s2length, head.remainder, raw)
+        reader = await self._open(record.ndx, sent)
+        if reader is None:
+            return
+        try:
+            self._echo(record)
+            self.wire.write(pack_sum_head(head, self.protocol))
+            recorded = recorded_digest(reader, self.neg.checksum) if self._unseeded() else None
+            failure = await self.delta.match_sums(reader, sums, recorded)
+        finally:
+            await reader.close()
+        if failure is not None:
+            self.io_error |= IOERR_GENERAL
+            self.wire.rprintf(
+                Log.ERROR_XFER,
+                f"rsync: [sender] read errors mapping {_quoted(sent.path)}: "
+                f"{failure.strerror or failure} ({failure.errno})\n",
+            )
+
+    async def _open(self, ndx: int, sent: SendEntry) -> FileReader | None:
+        """do_open for a requested file; a failure is reported and answered MSG_NO_SEND."""
+        try:
+            return await self.fs.open_read(sent.path)
+        except FsError as exc:
+            if exc.errno == errno.ENOENT:
+                self.io_error |= IOERR_VANISHED
+                self.wire.rprintf(Log.WARNING, f"file has vanished: {_quoted(sent.path)}\n")
+            else:
+                self.io_error |= IOERR_GENERAL
+                self.wire.rprintf(
+                    Log.ERROR_XFER,
+                    f"rsync: [sender] send_files failed to open {_quoted(sent.path)}: "
+                    f"{exc.strerror} ({exc.errno})\n",
+                )
+            if self.protocol >= 30:
+                self.wire.send_msg(MSG_NO_SEND, pack_int(ndx))
+            return None
+
+    def _unseeded(self) -> bool:
+        """Whether the whole-file checksum is a plain digest (checksum.c sum_init)."""
+        return self.protocol >= 30 or self.neg.checksum != "md4"
+
+    def _echo(self, record: ItemRecord) -> None:
+        """sender.c write_ndx_and_attrs."""
+        self.wire.write(
+            pack_item(
+                self.ndx_out,
+                record.ndx,
+                record.iflags,
+                basis_type=record.basis_type,
+                xname=record.xname,
+            )
+        )
+
+    def _invalid_index(self, ndx: int) -> None:
+        raise ProtocolError(
+            f"Invalid file index: {ndx} ({NDX_DONE} - {len(self.files) - 1}) [sender]"
+        )
+
+    # --- main.c handle_stats / read_final_goodbye ------------------------------------
+
+    def handle_stats(self) -> None:
+        """Rsync main.c:handle_stats for a server sender: the totals the client prints."""
+        self.stats.total_read = self.wire.total_read
+        self.stats.total_written = self.wire.total_written
+        self.wire.write(self.stats.pack(self.protocol))
+
+    async def read_final_goodbye(self) -> None:
+        """Rsync main.c:read_final_goodbye (sender side)."""
+        ndx = await self._read(self._read_goodbye)
+        if self.protocol >= 31 and ndx == NDX_DONE:
+            self.wire.write(self.ndx_out.encode(NDX_DONE))
+            ndx = await self._read(self._read_goodbye)
+        if ndx != NDX_DONE:
+            raise ProtocolError(f"Invalid packet at end of run ({ndx}) [sender]")
+
+    def _read_goodbye(self, buf: ReceiveBuffer) -> int | None:
+        if self.protocol < 29:
+            return read_item(buf, lambda cur: cur.int32())
+        record = self._read_record(buf)
+        if record is None:
+            return None
+        return record.ndx if isinstance(record, ItemRecord) else record
+
+    # --- reading (rsync.c read_ndx_and_attrs, io.c read_sum_head) --------------------
+
+    async def _read(self, reader: Callable[[ReceiveBuffer], T | None]) -> T:
+        """Read one item, flushing our output first if we would have to wait for it."""
+        if not self.wire.buffered:
+            await self.wire.flush()
+        return await self.wire.read(reader)
+
+    def _read_record(self, buf: ReceiveBuffer) -> ItemRecord | int | None:
+        """The next record; NDX_DEL_STATS is echoed on the way (rsync.c)."""
+        while True:
+            record = read_item(buf, lambda cur: read_ndx_and_attrs(cur, self.ndx_in))
+            if not isinstance(record, DeleteStats):
+                return record
+            self.wire.write(self.ndx_out.encode(NDX_DEL_STATS) + record.pack())
+
+    def _read_sum_head(self, buf: ReceiveBuffer) -> SumHead | None:
+        return read_item(
+            buf,
+            lambda cur: read_sum_head(cur, protocol=self.protocol, xfer_sum_len=self.xfer_sum_len),
+        )
+
+    def _peer_exit(self, payload: bytes) -> None:
+        """io.c read_a_msg MSG_ERROR_EXIT, as a sender: acknowledge empty, then stop."""
+        if len(payload) == 4:
+            code = int.from_bytes(payload, "little", signed=True)
+            if self.protocol >= 31:
+                self.wire.send_msg(MSG_ERROR_EXIT, b"")
+        elif not payload:
+            code = 0
+        else:
+            raise RemoteProtocolError(
+                f"invalid multi-message {MSG_ERROR_EXIT}:{len(payload)}", ExitCode.RERR_STREAMIO
+            )
+        raise PeerExit(code)
+
+    # --- cleanup.c ---------------------------------------------------------------------
+
+    def exit_code(self) -> int:
+        """cleanup.c _exit_cleanup: the exit code of a pull that ran to its end."""
+        io_error = 0 if self.opts.ignore_errors else self.io_error
+        code = ExitCode.RERR_OK
+        if io_error & IOERR_DEL_LIMIT:
+            code = ExitCode.RERR_DEL_LIMIT
+        if io_error & IOERR_VANISHED:
+            code = ExitCode.RERR_VANISHED
+        if io_error & IOERR_GENERAL or self.wire.got_xfer_error:
+            code = ExitCode.RERR_PARTIAL
+        return int(code)
+
+
+def _quoted(path: bytes) -> str:
+    return '"/' + path.decode("utf-8", "surrogateescape") + '"'
+
+
+def _local_user0() -> bytes:
+    """uidlist.c uid_to_user(0) on this machine (the name of id 0 when no entry names it)."""
+    try:
+        return pwd.getpwuid(0).pw_name.encode()
+    except KeyError:
+        return b""
+
+
+def _local_group0() -> bytes:
+    try:
+        return grp.getgrgid(0).gr_name.encode()
+    except KeyError:
+        return b""
