@@ -24,6 +24,7 @@ worker and copied per test).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 import os
 import re
@@ -79,6 +80,7 @@ class Target:
     home: Path
     read_tree: TreeReader
     env: dict[str, str] = field(default_factory=dict)
+    knows_allocation: bool = True  # whether its trees show allocated blocks (holes)
 
 
 @dataclass
@@ -95,12 +97,30 @@ class RsyncResult:
     listing: list[bytes]
     tree: Tree | None
 
-    def describe(self) -> str:
+    def describe(self, max_lines: int = 30) -> str:
+        """Summarise the run for an assertion message (long output is cut)."""
+        out = self.stdout.decode(errors="replace").splitlines()
+        if len(out) > max_lines:
+            out = [*out[:max_lines], f"... ({len(out) - max_lines} more lines)"]
         return (
             f"[{self.target}] rsync {shlex.join(self.argv)} -> {self.returncode}\n"
-            f"stdout:\n{self.stdout.decode(errors='replace')}\n"
-            f"stderr:\n{self.stderr.decode(errors='replace')}"
+            + "stdout:\n  "
+            + "\n  ".join(out)
+            + "\nstderr:\n  "
+            + "\n  ".join(self.stderr.decode(errors="replace").splitlines())
         )
+
+
+def _line_diff(name: str, want: list[bytes], got: list[bytes]) -> str:
+    lines = difflib.unified_diff(
+        [w.decode(errors="replace") for w in want],
+        [g.decode(errors="replace") for g in got],
+        "oracle",
+        "ours",
+        lineterm="",
+        n=1,
+    )
+    return f"{name} differ:\n  " + "\n  ".join(list(lines)[:60])
 
 
 def parse_itemize(stdout: bytes) -> list[bytes]:
@@ -269,7 +289,7 @@ class RsyncHarness:
                 else:
                     os.environ[key] = value
         path = f"{RSYNCD_PY} --state-dir {shlex.quote(str(home / 'state'))}"
-        return Target("store", path, home, store_tree, env)
+        return Target("store", path, home, store_tree, env, knows_allocation=False)
 
     def client_env(self, target: Target) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RSYNC")}
@@ -334,8 +354,8 @@ def assert_equivalent(
     """
     context = f"\n--- oracle ---\n{oracle.describe()}\n--- ours ---\n{ours.describe()}"
     assert ours.returncode == oracle.returncode, "exit codes differ" + context
-    assert ours.itemize == oracle.itemize, "itemize lines differ" + context
-    assert ours.listing == oracle.listing, "-v listings differ" + context
+    assert ours.itemize == oracle.itemize, _line_diff("itemize lines", oracle.itemize, ours.itemize)
+    assert ours.listing == oracle.listing, _line_diff("-v listings", oracle.listing, ours.listing)
     for name in stats:
         want, got = oracle.stats.get(name), ours.stats.get(name)
         if name == "Literal data" and literal_slack != 1.0 and want is not None:
