@@ -12,8 +12,9 @@ already in memory.
   has its snapshot's root mode and owner and the snapshot time as mtime.
 - **Directories** are the volume's immutable tree objects, decoded through the
   volume's shared `TreeCache` (bounded LRU); a small LRU of the most recent ones here
-  lets hot lookups skip the thread hop. Entries are sorted by name, so a name is a
-  binary search. Namespaces are not used: they keep every directory they ever loaded.
+  (bounded by entries, like the TreeCache) lets hot lookups skip the thread hop.
+  Entries are sorted by name, so a name is a binary search. Namespaces are not used:
+  they keep every directory they ever loaded.
 - **Snapshots.** The id list is one LIST request; snapshot objects are loaded once each
   (they never change) and forgotten when their id disappears (`forget`). The list is
   refreshed when `.snapshots` is opened and, at most once a second, when a lookup
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SNAPSHOTS_DIR_MODE = stat_mod.S_IFDIR | 0o555
 SNAPSHOT_RELIST_SECONDS = 1.0  # a lookup of an unknown id re-lists at most this often
-_RECENT_DIRS = 256
+_RECENT_ENTRIES = 50_000  # entries of the recent directories kept at hand (at least one)
 _LINK_COUNT_SNAPSHOTS = 8
 _STORED_BYTES_MEMO = 4096
 _SNAPSHOT_LOADERS = 8
@@ -88,6 +89,7 @@ class Catalog:
         self.volume = volume
         self._lock = threading.Lock()
         self._recent: OrderedDict[bytes, Entries] = OrderedDict()
+        self._recent_entries = 0
         self._snapshots: dict[str, Snapshot] = {}
         self._listed_at = float("-inf")
         self._list_lock = threading.Lock()
@@ -115,9 +117,11 @@ class Catalog:
         assert directory.subtree is not None
         loaded = self.volume.trees.get(self.volume.objects, directory.subtree)
         with self._lock:
-            self._recent[directory.subtree] = loaded
-            while len(self._recent) > _RECENT_DIRS:
-                self._recent.popitem(last=False)
+            if directory.subtree not in self._recent:
+                self._recent[directory.subtree] = loaded
+                self._recent_entries += len(loaded)
+            while self._recent_entries > _RECENT_ENTRIES and len(self._recent) > 1:
+                self._recent_entries -= len(self._recent.popitem(last=False)[1])
         return loaded
 
     @staticmethod

@@ -94,13 +94,30 @@ async def _refuse_write(*_args: object, **_kwargs: object) -> NoReturn:
 
 
 class _DirHandle:
-    """An open directory: its entries as they were when it was opened."""
+    """An open directory: its entries as they were when it was opened, sorted by name.
 
-    __slots__ = ("items", "node")
+    A tree directory keeps the decoded tree's own tuple (no copy, however long); the
+    `.snapshots` directory keeps one view per snapshot.
+    """
 
-    def __init__(self, node: Node, items: Sequence[tuple[View, bytes, TreeEntry]]) -> None:
+    __slots__ = ("entries", "node", "views")
+
+    def __init__(self, node: Node, entries: Entries, views: Sequence[View] = ()) -> None:
         self.node = node
-        self.items = items  # (view, path in view, entry) per name, sorted by name
+        self.entries = entries
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def item(self, index: int) -> tuple[View, bytes, TreeEntry]:
+        """(view, path in the view, entry) of the `index`th name."""
+        entry = self.entries[index]
+        if self.views:
+            return self.views[index], b"", entry
+        node = self.node
+        assert node.view is not None
+        return node.view, node.path + b"/" + entry.name if node.path else entry.name, entry
 
 
 class StoreOperations(pyfuse3.Operations):
@@ -300,25 +317,21 @@ class StoreOperations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._node(inode)
-        items: Sequence[tuple[View, bytes, TreeEntry]]
         if node.view is None:
             snapshots = await self._io(lambda: self.catalog.snapshot_list(refresh=True))
-            items = []
-            for snapshot in snapshots:
-                view = View(snapshot, at_root=False)
-                items.append((view, b"", view.root))
+            views = [View(snapshot, at_root=False) for snapshot in snapshots]
+            opened = _DirHandle(node, tuple(view.root for view in views), views)
         else:
-            prefix = node.path + b"/" if node.path else b""
-            items = [(node.view, prefix + e.name, e) for e in await self._entries(node)]
+            opened = _DirHandle(node, await self._entries(node))
         handle = self._handle()
-        self._dirs[handle] = _DirHandle(node, items)
+        self._dirs[handle] = opened
         return handle
 
     @_handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        items = self._dirs[fh].items
-        for index in range(start_id, len(items)):
-            view, path, entry = items[index]
+        opened = self._dirs[fh]
+        for index in range(start_id, len(opened)):
+            view, path, entry = opened.item(index)
             node = self.inodes.node(view, path, entry)
             try:
                 attrs = await self._attributes(node)
