@@ -170,9 +170,12 @@ class Runner:
         shutil.rmtree(local, ignore_errors=True)
         local.mkdir(parents=True)
         if scenario.basis:
-            # rsync writes a temporary file and renames it: the linked original is untouched
+            # rsync writes a temporary file and renames it: a linked original is untouched
             for path in self.sets.big.iterdir():
-                os.link(path, local / path.name)
+                try:
+                    os.link(path, local / path.name)
+                except OSError:  # another file system
+                    shutil.copy2(path, local / path.name)
         return local
 
     def _check_push(self, system: System, scenario: Scenario) -> str | None:
