@@ -66,7 +66,7 @@ PUSH = ["--server", "-logDtpre.LsfxCIvu", ".", "dst/"]
             "rsync: on remote machine: --bogus-opt: unknown option",
         ),
         (["--server", "-logDtprAe.LsfxCIvu", ".", "dst/"], 1, "does not support --acls"),
-        (["--server", "--sender", "-logDtpre.LsfxCIvu", ".", "src/"], 4, "--sender"),
+        (["--server", "--daemon", "."], 4, "daemon mode over a remote shell"),
     ],
 )
 def test_refused_before_any_protocol_byte(argv, code, text, tmp_path):

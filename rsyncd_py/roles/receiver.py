@@ -18,6 +18,8 @@ to the wire, only messages, so it can never block on the sender.
 
 from __future__ import annotations
 
+import numpy as np
+
 from rsyncd_py.fs.base import FileReader, FileWriter, FsError
 from rsyncd_py.protocol import checksums, tokens
 from rsyncd_py.protocol.buffer import ReceiveBuffer
@@ -47,8 +49,7 @@ class Receiver:
         self.max_phase = 2 if t.protocol >= 29 else 1
         self.decoder = tokens.new_token_decoder(t.neg.compression, protocol=t.protocol)
         self.xfer_sum_len = checksums.digest_len(t.neg.checksum)
-        self.literal_bytes = 0
-        self.matched_bytes = 0
+        self.sparse = t.opts.sparse_files > 0
 
     async def recv_files(self) -> None:
         """Rsync receiver.c:recv_files, then main.c read_final_goodbye."""
@@ -191,7 +192,6 @@ class Receiver:
             if isinstance(token, tokens.Literal):
                 await flush_run()
                 data = token.data
-                self.literal_bytes += len(data)
                 hasher.update(data)
                 if writer is not None:
                     await self._write(writer, data, path)
@@ -201,7 +201,6 @@ class Receiver:
             if not 0 <= index < head.count:
                 raise ProtocolError(f"Invalid block index {index} (count={head.count}) [receiver]")
             offset, length = head.block_range(index)
-            self.matched_bytes += length
             size += length
             if basis is None:
                 if writer is not None:
@@ -210,7 +209,7 @@ class Receiver:
                     )
                 continue
             if coalesce:
-                if run_len and run_start + run_len == offset:
+                if run_len and run_start + run_len == offset and run_len < _MAX_RUN:
                     run_len += length
                     continue
                 await flush_run()
@@ -243,7 +242,14 @@ class Receiver:
 
     async def _write(self, writer: FileWriter, data: bytes, path: bytes) -> None:
         try:
-            await writer.write(data)
+            if self.sparse:
+                for is_hole, piece in _sparse_pieces(data):
+                    if is_hole:
+                        await writer.write_zeros(len(piece))
+                    else:
+                        await writer.write(piece)
+            else:
+                await writer.write(data)
         except FsError as exc:
             raise SessionError(
                 f"rsync: [receiver] write failed on {quote(path)}: {exc.strerror} ({exc.errno})",
@@ -266,3 +272,31 @@ class Receiver:
             )
         entry.flags |= FLAG_FILE_SENT
         t.to_generator.put_nowait(Redo(ndx))
+
+
+_MAX_RUN = 1 << 20  # matched basis bytes read at once (bounds memory on long match runs)
+_HOLE_UNIT = 4096  # runs of zeros this long and aligned become holes (a file-system block)
+
+
+def _sparse_pieces(data: bytes) -> list[tuple[bool, memoryview]]:
+    """Split `data` into (is_hole, piece) runs of whole zero blocks and the rest.
+
+    fileio.c write_sparse seeks over zero runs; the 4 KiB blocks are classified with
+    numpy, so the only Python loop is over runs, not bytes.
+    """
+    view = memoryview(data)
+    whole = len(data) - len(data) % _HOLE_UNIT
+    if whole == 0:
+        return [(False, view)] if data else []
+    blocks = np.frombuffer(data, dtype=np.uint8, count=whole).reshape(-1, _HOLE_UNIT)
+    zero = ~blocks.any(axis=1)
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8))) + 1
+    starts = np.concatenate(([0], edges))
+    ends = np.concatenate((edges, [len(zero)]))
+    pieces = [
+        (bool(zero[start]), view[start * _HOLE_UNIT : end * _HOLE_UNIT])
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+    ]
+    if whole < len(data):
+        pieces.append((False, view[whole:]))
+    return pieces
