@@ -362,3 +362,16 @@ def test_shutdown_is_not_blocked_by_a_client_that_stopped_reading(
     finally:
         stuck.kill()
         stuck.communicate()
+
+
+def test_from_option_limits_where_a_key_may_connect(ssh_server: InProcessServer) -> None:
+    keys = ssh_server.keys
+    original = keys.authorized_keys.read_bytes()
+    public = Path(f"{keys.client}.pub").read_bytes()
+    try:
+        keys.authorized_keys.write_bytes(b'from="192.0.2.0/24" ' + public)
+        assert ssh_server.ssh(rsync_command(".", "exit:0")).returncode == 255
+        keys.authorized_keys.write_bytes(b'from="10.0.0.1,127.0.0.0/8" ' + public)
+        assert ssh_server.ssh(rsync_command(".", "exit:0")).returncode == 0
+    finally:
+        keys.authorized_keys.write_bytes(original)
