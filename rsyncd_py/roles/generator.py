@@ -25,14 +25,12 @@ import asyncio
 import stat as stat_mod
 from dataclasses import replace
 
-from rsyncd_py.fs.base import FileReader, FsError, Stat
-from rsyncd_py.protocol import checksums
+from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.protocol.constants import (
     IOERR_DEL_LIMIT,
     ITEM_IS_NEW,
     ITEM_LOCAL_CHANGE,
     ITEM_REPORT_CHANGE,
-    ITEM_TRANSFER,
     NDX_DEL_STATS,
     NDX_DONE,
     SIGNIFICANT_ITEM_FLAGS,
@@ -46,20 +44,13 @@ from rsyncd_py.protocol.flist import (
     is_special,
 )
 from rsyncd_py.protocol.itemize import pack_item
-from rsyncd_py.protocol.sums import (
-    WHOLE_FILE,
-    SumHead,
-    pack_block_sums,
-    pack_sum_head,
-    sum_sizes_sqroot,
-)
 from rsyncd_py.roles import metadata
 from rsyncd_py.roles.delete import (
     DEL_FOR_DIR,
-    DEL_FOR_FILE,
     Deleter,
     del_for_flag,
 )
+from rsyncd_py.roles.gen_file import FileRequests
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
 from rsyncd_py.roles.transfer import (
     FLAG_DIR_CREATED,
@@ -70,7 +61,6 @@ from rsyncd_py.roles.transfer import (
 )
 from rsyncd_py.wire import Log
 
-_SUMS_BATCH = 1 << 20  # bytes of basis summed per read (bounds memory per file)
 _YIELD_EVERY = 64  # entries between cooperative yields to the receiver task
 
 
@@ -80,6 +70,7 @@ class Generator:
     def __init__(self, t: Transfer) -> None:
         self.t = t
         self.deleter = Deleter(t)
+        self.files = FileRequests(self)
         self.phase = 0
         self.redo = False  # recv_generator is handling a redo (csum_length = SUM_LENGTH)
         self._skip_dir: FileEntry | None = None
@@ -95,7 +86,7 @@ class Generator:
         """Rsync generator.c:generate_files, for a non-incremental file list."""
         t = self.t
         if t.opts.verbose >= 2:  # DEBUG_GTE(FLIST, 1), which -vv turns on
-            self._info(
+            self.info(
                 "delta-transmission disabled for local transfer or --whole-file\n"
                 if t.whole_file
                 else "delta-transmission enabled\n"
@@ -110,7 +101,7 @@ class Generator:
             if ndx % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await t.wire.drain()
                 await asyncio.sleep(0)
-        self._write_ndx(NDX_DONE)  # F: the file list is done
+        self.write_ndx(NDX_DONE)  # F: the file list is done
         self.phase = 1
         await self._serve_receiver(handle_redo=True)  # until the receiver ends phase 0
 
@@ -120,22 +111,22 @@ class Generator:
         # rsync 3.2.7 sends the deletion counts only for --stats (3.4+ whenever deleting);
         # clients accept them either way, and this keeps us byte-identical to 3.2.7
         deleting = bool(t.opts.delete_mode or t.opts.force_delete) and bool(t.opts.do_stats)
-        self._write_ndx(NDX_DONE)  # P1: the redo phase is done
+        self.write_ndx(NDX_DONE)  # P1: the redo phase is done
         if t.protocol >= 29 and not delay_updates:
-            self._write_ndx(NDX_DONE)  # D
+            self.write_ndx(NDX_DONE)  # D
         if t.protocol >= 31 and early_delete_done:
             if deleting:
                 self._write_del_stats()
             if not delay_updates:
-                self._write_ndx(NDX_DONE)  # X
+                self.write_ndx(NDX_DONE)  # X
         await self._serve_receiver(handle_redo=False)  # until the receiver ends phase 1
 
         if t.protocol >= 29:
             self.phase = 3
             if delay_updates:
-                self._write_ndx(NDX_DONE)  # the late D
+                self.write_ndx(NDX_DONE)  # the late D
                 if t.protocol >= 31 and early_delete_done:
-                    self._write_ndx(NDX_DONE)  # the late X
+                    self.write_ndx(NDX_DONE)  # the late X
             await self._serve_receiver(handle_redo=False)  # the delay-updates phase
 
         if timing in ("delay", "after") and t.local_name is None and t.entries:
@@ -150,11 +141,11 @@ class Generator:
             if not early_delete_done:
                 if t.opts.do_stats:
                     self._write_del_stats()
-                self._write_ndx(NDX_DONE)  # the late-delete X
+                self.write_ndx(NDX_DONE)  # the late-delete X
             await self._serve_receiver(handle_redo=False)  # the receiver saw the goodbye
 
         await self.touch_up_dirs()
-        self._write_ndx(NDX_DONE)  # G: the final goodbye
+        self.write_ndx(NDX_DONE)  # G: the final goodbye
         await t.wire.flush()
 
     async def _serve_receiver(self, *, handle_redo: bool) -> None:
@@ -174,7 +165,7 @@ class Generator:
                 finally:
                     self.redo = False
 
-    def _write_ndx(self, ndx: int) -> None:
+    def write_ndx(self, ndx: int) -> None:
         t = self.t
         t.wire.write(t.ndx_out.encode(ndx))
 
@@ -219,7 +210,7 @@ class Generator:
                 entry.flags |= FLAG_MISSING_DIR
             if t.name_level >= 2 or t.opts.verbose >= 2:
                 kind = "directory" if is_dir else "file"
-                self._info(f'not creating new {kind} "{_s(t.display_name(entry))}"\n')
+                self.info(f'not creating new {kind} "{_s(t.display_name(entry))}"\n')
             return
         if (
             opts.ignore_existing > 0
@@ -228,7 +219,7 @@ class Generator:
             and (not is_dir or not st.is_dir())
         ):
             if t.opts.verbose >= 2 and not is_dir:
-                self._info(f"{_s(t.display_name(entry))} exists\n")
+                self.info(f"{_s(t.display_name(entry))} exists\n")
             return
 
         if is_dir:
@@ -246,9 +237,9 @@ class Generator:
             await self._generate_node(entry, ndx, path, st)
             return
         if not entry.is_file():
-            self._info(f'skipping non-regular file "{_s(t.display_name(entry))}"\n')
+            self.info(f'skipping non-regular file "{_s(t.display_name(entry))}"\n')
             return
-        await self._generate_file(entry, ndx, path, st)
+        await self.files.generate(entry, ndx, path, st)
 
     def _check_parent(self, entry: FileEntry) -> None:
         """Each parent directory must be in the file list, or the sender is lying."""
@@ -317,7 +308,7 @@ class Generator:
         target = entry.link_target or b""
         if t.opts.safe_symlinks and _unsafe_symlink(target, entry.name):
             if t.name_level >= 1:
-                self._info(f'ignoring unsafe symlink "{_s(path)}" -> "{_s(target)}"\n')
+                self.info(f'ignoring unsafe symlink "{_s(path)}" -> "{_s(target)}"\n')
             return
         if st is not None and st.is_symlink() and st.link_target == target:
             await set_file_attrs(t, path, entry, st, report=True)
@@ -374,140 +365,6 @@ class Generator:
         await set_file_attrs(t, path, entry, None)
         return True
 
-    async def _generate_file(
-        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
-    ) -> None:
-        t = self.t
-        opts = t.opts
-        if not self.redo:
-            if opts.max_size >= 0 and entry.size > opts.max_size:
-                if t.opts.verbose >= 2:
-                    self._info(f"{_s(t.display_name(entry))} is over max-size\n")
-                return
-            if opts.min_size >= 0 and entry.size < opts.min_size:
-                if t.opts.verbose >= 2:
-                    self._info(f"{_s(t.display_name(entry))} is under min-size\n")
-                return
-            if (
-                opts.update_only > 0
-                and st is not None
-                and st.is_file()
-                and entry.mtime - st.mtime_ns // 1_000_000_000 < opts.modify_window
-            ):
-                if t.opts.verbose >= 2:
-                    self._info(f"{_s(t.display_name(entry))} is newer\n")
-                return
-        if st is not None and not st.is_file():
-            if not await self.deleter.make_room(entry, st, DEL_FOR_FILE):
-                return
-            st = None
-
-        basis: FileReader | None = None
-        if st is not None:
-            if await self._quick_check_ok(entry, path, st):
-                accurate = bool(opts.always_checksum)
-                await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
-                self.itemize(entry, ndx, st, 0)
-                return
-            if t.do_xfers and not t.whole_file and st.size > 0:
-                try:
-                    basis = await t.fs.open_read(path)
-                except FsError as exc:
-                    report_fs_error(t, exc, f"failed to open {quote(path)}, continuing")
-                    st = None
-        try:
-            await self._request(entry, ndx, st, basis)
-        finally:
-            if basis is not None:
-                await basis.close()
-
-    async def _quick_check_ok(self, entry: FileEntry, path: bytes, st: Stat) -> bool:
-        """generator.c quick_check_ok for a regular file."""
-        t = self.t
-        opts = t.opts
-        if st.size != entry.size:
-            return False
-        if self.redo:
-            return False  # a redo always transfers (ignore_times++ and no -c)
-        if opts.always_checksum > 0:
-            digest = await self._file_checksum(path, st)
-            return digest is not None and digest == entry.checksum
-        if opts.size_only > 0:
-            return True
-        if opts.ignore_times:
-            return False
-        return not metadata.mtime_differs(t, st, entry)
-
-    async def _file_checksum(self, path: bytes, st: Stat) -> bytes | None:
-        """checksum.c file_checksum: the -c digest of our copy (the store's, if it has it)."""
-        t = self.t
-        name = t.neg.file_checksum
-        recorded = await _recorded_digest(t, path, name)
-        if recorded is not None:
-            return recorded
-        hasher = checksums.new_plain_hasher(name)
-        try:
-            reader = await t.fs.open_read(path)
-        except FsError:
-            return bytes(checksums.digest_len(name))
-        try:
-            async for chunk in reader.stream():
-                hasher.update(chunk)
-        finally:
-            await reader.close()
-        return hasher.digest()
-
-    async def _request(
-        self, entry: FileEntry, ndx: int, st: Stat | None, basis: FileReader | None
-    ) -> None:
-        """The notify_others tail of recv_generator: ask the sender for the file."""
-        t = self.t
-        self._write_ndx(ndx)
-        iflags = ITEM_TRANSFER
-        if t.opts.always_checksum > 0 and not self.redo:
-            iflags |= ITEM_REPORT_CHANGE
-        self.itemize(entry, None, st, iflags)
-        if not t.do_xfers:
-            return
-        if basis is None or st is None:
-            t.wire.write(pack_sum_head(WHOLE_FILE, t.protocol))
-        else:
-            await self._send_sums(basis, st.size)
-        await t.wire.drain()
-
-    async def _send_sums(self, basis: FileReader, size: int) -> None:
-        """generator.c generate_and_send_sums: the sum head and one sum pair per block."""
-        t = self.t
-        neg = t.neg
-        head: SumHead = sum_sizes_sqroot(
-            size,
-            protocol=t.protocol,
-            xfer_sum_len=checksums.digest_len(neg.checksum),
-            block_size=t.opts.block_size,
-            redo=self.redo,
-        )
-        t.wire.write(pack_sum_head(head, t.protocol))
-        batch = max(head.blength, (_SUMS_BATCH // head.blength) * head.blength)
-        offset = 0
-        while offset < size:
-            length = min(batch, size - offset)
-            data = await basis.read(offset, length)
-            if len(data) < length:  # the file shrank under us: rsync's map_ptr gives zeros
-                data = data + bytes(length - len(data))
-            weak = checksums.weak_block_sums(data, head.blength)
-            strong = checksums.strong_block_sums(
-                neg.checksum,
-                data,
-                head.blength,
-                head.s2length,
-                protocol=t.protocol,
-                seed=neg.seed,
-                seed_fix=neg.seed_fix,
-            )
-            t.wire.write(pack_block_sums(weak, strong, head.s2length))
-            await t.wire.drain()
-            offset += length
-
     # --- generator.c itemize ---------------------------------------------------------
 
     def itemize(self, entry: FileEntry, ndx: int | None, st: Stat | None, iflags: int) -> None:
@@ -554,29 +411,8 @@ class Generator:
             if ndx % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
-    def _info(self, text: str) -> None:
+    def info(self, text: str) -> None:
         self.t.wire.rprintf(Log.INFO, text)
-
-
-# Digests a FileSystem may have recorded when a file was written (the store's
-# `file_digests`), and how to turn each into rsync's byte order: xxhash digests are
-# canonical (big-endian) there and little-endian on the wire.
-_RECORDED_DIGESTS = {"xxh128": True, "md5": False}
-
-
-async def _recorded_digest(t: Transfer, path: bytes, name: str) -> bytes | None:
-    """A whole-file digest the FileSystem recorded at write time, in rsync's order."""
-    reverse = _RECORDED_DIGESTS.get(name)
-    lookup = getattr(t.fs, "file_digests", None)
-    if reverse is None or lookup is None:
-        return None
-    try:
-        digest = (await lookup(path)).get(name)
-    except FsError:
-        return None
-    if digest is None:
-        return None
-    return digest[::-1] if reverse else digest
 
 
 def _is_below(entry: FileEntry, subtree: FileEntry) -> bool:

@@ -1,0 +1,198 @@
+"""The generator's regular files: the quick check, and asking the sender for a file.
+
+generator.c recv_generator's tail for a regular file: skip it when the quick check
+(size and mtime, or -c's checksum, --size-only, -I) says it is up to date -- fixing
+its attributes -- and otherwise send the request: the index, ITEM_TRANSFER item flags
+and the block sums of the existing file (generate_and_send_sums), so unchanged blocks
+come back as references instead of data. A missing or empty basis, --whole-file and
+a dry run ask for the whole file (a sum head of zeros, or nothing at all).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rsyncd_py.fs.base import FileReader, FsError, Stat
+from rsyncd_py.protocol import checksums
+from rsyncd_py.protocol.constants import ITEM_REPORT_CHANGE, ITEM_TRANSFER
+from rsyncd_py.protocol.flist import FileEntry
+from rsyncd_py.protocol.sums import (
+    WHOLE_FILE,
+    SumHead,
+    pack_block_sums,
+    pack_sum_head,
+    sum_sizes_sqroot,
+)
+from rsyncd_py.roles import metadata
+from rsyncd_py.roles.delete import DEL_FOR_FILE
+from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
+from rsyncd_py.roles.transfer import Transfer
+
+if TYPE_CHECKING:
+    from rsyncd_py.roles.generator import Generator
+
+_SUMS_BATCH = 1 << 20  # bytes of basis summed per read (bounds memory per file)
+
+
+class FileRequests:
+    """Regular files for one Generator (which holds the shared generator state)."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.g = generator
+
+    async def generate(self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None) -> None:
+        t = self.g.t
+        opts = t.opts
+        if not self.g.redo:
+            if opts.max_size >= 0 and entry.size > opts.max_size:
+                if t.opts.verbose >= 2:
+                    self.g.info(f"{_s(t.display_name(entry))} is over max-size\n")
+                return
+            if opts.min_size >= 0 and entry.size < opts.min_size:
+                if t.opts.verbose >= 2:
+                    self.g.info(f"{_s(t.display_name(entry))} is under min-size\n")
+                return
+            if (
+                opts.update_only > 0
+                and st is not None
+                and st.is_file()
+                and entry.mtime - st.mtime_ns // 1_000_000_000 < opts.modify_window
+            ):
+                if t.opts.verbose >= 2:
+                    self.g.info(f"{_s(t.display_name(entry))} is newer\n")
+                return
+        if st is not None and not st.is_file():
+            if not await self.g.deleter.make_room(entry, st, DEL_FOR_FILE):
+                return
+            st = None
+
+        basis: FileReader | None = None
+        if st is not None:
+            if await self._quick_check_ok(entry, path, st):
+                accurate = bool(opts.always_checksum)
+                await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
+                self.g.itemize(entry, ndx, st, 0)
+                return
+            if t.do_xfers and not t.whole_file and st.size > 0:
+                try:
+                    basis = await t.fs.open_read(path)
+                except FsError as exc:
+                    report_fs_error(t, exc, f"failed to open {quote(path)}, continuing")
+                    st = None
+        try:
+            await self._request(entry, ndx, st, basis)
+        finally:
+            if basis is not None:
+                await basis.close()
+
+    async def _quick_check_ok(self, entry: FileEntry, path: bytes, st: Stat) -> bool:
+        """generator.c quick_check_ok for a regular file."""
+        t = self.g.t
+        opts = t.opts
+        if st.size != entry.size:
+            return False
+        if self.g.redo:
+            return False  # a redo always transfers (ignore_times++ and no -c)
+        if opts.always_checksum > 0:
+            digest = await self._file_checksum(path, st)
+            return digest is not None and digest == entry.checksum
+        if opts.size_only > 0:
+            return True
+        if opts.ignore_times:
+            return False
+        return not metadata.mtime_differs(t, st, entry)
+
+    async def _file_checksum(self, path: bytes, st: Stat) -> bytes | None:
+        """checksum.c file_checksum: the -c digest of our copy (the store's, if it has it)."""
+        t = self.g.t
+        name = t.neg.file_checksum
+        recorded = await _recorded_digest(t, path, name)
+        if recorded is not None:
+            return recorded
+        hasher = checksums.new_plain_hasher(name)
+        try:
+            reader = await t.fs.open_read(path)
+        except FsError:
+            return bytes(checksums.digest_len(name))
+        try:
+            async for chunk in reader.stream():
+                hasher.update(chunk)
+        finally:
+            await reader.close()
+        return hasher.digest()
+
+    async def _request(
+        self, entry: FileEntry, ndx: int, st: Stat | None, basis: FileReader | None
+    ) -> None:
+        """The notify_others tail of recv_generator: ask the sender for the file."""
+        t = self.g.t
+        self.g.write_ndx(ndx)
+        iflags = ITEM_TRANSFER
+        if t.opts.always_checksum > 0 and not self.g.redo:
+            iflags |= ITEM_REPORT_CHANGE
+        self.g.itemize(entry, None, st, iflags)
+        if not t.do_xfers:
+            return
+        if basis is None or st is None:
+            t.wire.write(pack_sum_head(WHOLE_FILE, t.protocol))
+        else:
+            await self._send_sums(basis, st.size)
+        await t.wire.drain()
+
+    async def _send_sums(self, basis: FileReader, size: int) -> None:
+        """generator.c generate_and_send_sums: the sum head and one sum pair per block."""
+        t = self.g.t
+        neg = t.neg
+        head: SumHead = sum_sizes_sqroot(
+            size,
+            protocol=t.protocol,
+            xfer_sum_len=checksums.digest_len(neg.checksum),
+            block_size=t.opts.block_size,
+            redo=self.g.redo,
+        )
+        t.wire.write(pack_sum_head(head, t.protocol))
+        batch = max(head.blength, (_SUMS_BATCH // head.blength) * head.blength)
+        offset = 0
+        while offset < size:
+            length = min(batch, size - offset)
+            data = await basis.read(offset, length)
+            if len(data) < length:  # the file shrank under us: rsync's map_ptr gives zeros
+                data = data + bytes(length - len(data))
+            weak = checksums.weak_block_sums(data, head.blength)
+            strong = checksums.strong_block_sums(
+                neg.checksum,
+                data,
+                head.blength,
+                head.s2length,
+                protocol=t.protocol,
+                seed=neg.seed,
+                seed_fix=neg.seed_fix,
+            )
+            t.wire.write(pack_block_sums(weak, strong, head.s2length))
+            await t.wire.drain()
+            offset += length
+
+
+# Digests a FileSystem may have recorded when a file was written (the store's
+# `file_digests`), and how to turn each into rsync's byte order: xxhash digests are
+# canonical (big-endian) there and little-endian on the wire.
+_RECORDED_DIGESTS = {"xxh128": True, "md5": False}
+
+
+async def _recorded_digest(t: Transfer, path: bytes, name: str) -> bytes | None:
+    """A whole-file digest the FileSystem recorded at write time, in rsync's order."""
+    reverse = _RECORDED_DIGESTS.get(name)
+    lookup = getattr(t.fs, "file_digests", None)
+    if reverse is None or lookup is None:
+        return None
+    try:
+        digest = (await lookup(path)).get(name)
+    except FsError:
+        return None
+    if digest is None:
+        return None
+    return digest[::-1] if reverse else digest
+
+
+def _s(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
