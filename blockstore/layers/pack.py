@@ -4,10 +4,11 @@ Theory of operation. S3 bills per request and a PUT costs tens of milliseconds, 
 volume's blocks and tree objects (`blocks/<64 hex>`, `trees/<64 hex>`, already
 compressed and encrypted one by one by the layers above) are appended to an in-memory
 pack. When it reaches `pack_size` it is sealed and queued for upload; `uploaders`
-threads upload packs while the caller goes on filling the next one. The queue is
-bounded: `put` blocks when `queue_depth` sealed packs are waiting, so memory stays
-bounded by about (1 + queue_depth + uploaders) x pack_size. Every other key passes
-straight through to the inner backend.
+threads upload packs while the caller goes on filling the next one. Sealed packs in
+flight are bounded: `put` blocks while `uploaders + queue_depth` of them are waiting
+or uploading, so memory stays bounded by about (1 + uploaders + queue_depth) x
+pack_size (48 MiB by default). Every other key passes straight through to the inner
+backend.
 
 A pack is its objects back to back, then a trailer listing (kind, id, length) for each
 and a fixed tail (magic, count, creation time, trailer length, CRC). Its name is the
@@ -147,7 +148,7 @@ class PackLayer(Layer):
         *,
         pack_size: int = DEFAULT_PACK_SIZE,
         uploaders: int = 2,
-        queue_depth: int = 1,
+        queue_depth: int = 0,
     ) -> None:
         super().__init__(inner)
         self.pack_size = pack_size
@@ -165,7 +166,8 @@ class PackLayer(Layer):
         self._in_flight = 0
         self._failures: list[StoreError] = []
         self._last_sync = 0.0
-        self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue(queue_depth)
+        self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue()
+        self._room = threading.BoundedSemaphore(max(1, uploaders + queue_depth))
         self._threads = [
             threading.Thread(target=self._upload_loop, name=f"pack-upload-{i}", daemon=True)
             for i in range(uploaders)
@@ -223,7 +225,8 @@ class PackLayer(Layer):
 
     def _enqueue(self, sealed: tuple[int, _Pack] | None) -> None:
         if sealed is not None:
-            self._queue.put(sealed)  # blocks while the queue is full: backpressure
+            self._room.acquire()  # blocks while enough packs are in flight: backpressure
+            self._queue.put(sealed)
 
     def _upload_loop(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -245,6 +248,7 @@ class PackLayer(Layer):
                             del self._pending[key]
                     self._in_flight -= 1
                     self._idle.notify_all()
+                self._room.release()
 
     def _upload(self, serial: int, pack: _Pack) -> None:
         blob, name, created = pack.seal()

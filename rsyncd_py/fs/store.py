@@ -210,7 +210,7 @@ class StoreFileWriter:
         if not self._batch:
             return
         await self._wait()
-        batch, self._batch = bytes(self._batch), bytearray()
+        batch, self._batch = self._batch, bytearray()  # handed over, never touched again
         self._job = self._fs.submit(self._builder.write, batch)
 
     async def _wait(self) -> None:
