@@ -100,17 +100,20 @@ def run_captured(args: list[str], capture_dir: Path) -> tuple[str, bytes]:
 
 
 def run_replayed(
-    args: list[str], server_stream: bytes, client_bytes: int, tmp: Path
+    args: list[str], server_stream: bytes, client_stream: bytes, tmp: Path
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run real rsync against a "server" that sends exactly `server_stream` and exits
-    after reading `client_bytes` from the client (replay_rsh.py)."""
+    """Run real rsync against a "server" that sends exactly `server_stream` and exits once
+    the client has sent as much as in `client_stream`, a recording (replay_rsh.py)."""
     assert RSYNC is not None
     recorded = tmp / "replayed.s2c"
     recorded.write_bytes(server_stream)
+    client = parse_mux(client_stream)
     env = dict(
-        os.environ, RSYNCD_PY_REPLAY=str(recorded), RSYNCD_PY_REPLAY_READ=str(client_bytes)
+        os.environ,
+        RSYNCD_PY_REPLAY=str(recorded),
+        RSYNCD_PY_REPLAY_READ=f"{len(client.prefix)}:{len(client.data)}",
     )
     return subprocess.run(
         [RSYNC, "-e", f"{sys.executable} {REPLAY_RSH}", *args],
-        capture_output=True, env=env, timeout=20, check=False,
+        capture_output=True, env=env, timeout=60, check=False,
     )

@@ -139,7 +139,7 @@ def replay_with_our_tokens(
         shutil.copy(INPUTS / f"{name}.basis", dst / name)
     flags = [] if compression == "none" else ["-z", f"--zc={compression}"]
     result = run_replayed(
-        [*common, *flags, f"lh:{src}/", f"{dst}/"], stream.to_bytes(), len(client_stream), tmp_path
+        [*common, *flags, f"lh:{src}/", f"{dst}/"], stream.to_bytes(), client_stream, tmp_path
     )
     return result.returncode, result.stderr.decode(errors="replace"), src, dst
 
