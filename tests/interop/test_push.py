@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.helpers.moto_server import MotoS3
 from tests.helpers.rsync_harness import RsyncHarness, Target, assert_equivalent
 from tests.helpers.trees import snapshot
 from tests.interop.conftest import TARGETS, make_target, mutate_source, seed_destination
@@ -193,3 +194,15 @@ def test_delta_of_a_one_percent_change(ours: Target, rsync_harness: RsyncHarness
         stats=("Number of regular files transferred", "Total file size", "Literal data"),
     )
     assert r.tree is not None and r.tree[b"big"].digest == snapshot(src)[b"big"].digest
+
+
+def test_push_into_an_s3_store(
+    rsync_harness: RsyncHarness, varied_tree: os.PathLike[str], moto_s3: MotoS3
+) -> None:
+    """The store on S3 (a moto server over HTTP): first push, then an update with --delete."""
+    h = rsync_harness
+    oracle, ours = h.oracle(), h.rsyncd_store(moto_s3.url(), env=moto_s3.env)
+    assert_equivalent(*h.differential(["-ai", "--stats", "src/", "lh:dst/"], [oracle, ours]))
+    mutate_source(h.client_dir / "src")
+    update = ["-ai", "--delete", "--stats", "src/", "lh:dst/"]
+    assert_equivalent(*h.differential(update, [oracle, ours]))
