@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from blockstore.backend import StoreError
+from blockstore.backend import NotFoundError, StoreError
 from blockstore.layers.pack import PACK_PREFIX, parse_key
 from blockstore.volume.blockid import HOLE_ID, block_key
 from blockstore.volume.snapshots import Snapshot
@@ -109,7 +109,8 @@ class _Checker:
         )
 
     def _tree_problem(self, key: str, path: bytes, exc: StoreError) -> None:
-        self._problem(key, str(exc).removeprefix(key + ": "), path)
+        error = "missing" if isinstance(exc, NotFoundError) else str(exc).removeprefix(key + ": ")
+        self._problem(key, error, path)
 
     def _tree_loaded(self, key: str, data: bytes, path: bytes) -> None:
         self.report.bytes_read += len(data)
