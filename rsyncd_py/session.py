@@ -49,7 +49,6 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 # Options this server refuses for now (rsync's "refuse options" text, exit 1).
 REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
-    "hard-links",
     "append",
     "append-verify",
     "backup",

@@ -25,8 +25,9 @@ from rsyncd_py.protocol.sums import (
 )
 from rsyncd_py.roles import metadata
 from rsyncd_py.roles.delete import DEL_FOR_FILE
+from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
-from rsyncd_py.roles.transfer import Transfer
+from rsyncd_py.roles.transfer import FLAG_FILE_SENT, Transfer
 
 if TYPE_CHECKING:
     from rsyncd_py.roles.generator import Generator
@@ -44,22 +45,22 @@ class FileRequests:
         t = self.g.t
         opts = t.opts
         if not self.g.redo:
+            skip = None
             if opts.max_size >= 0 and entry.size > opts.max_size:
-                if t.opts.verbose >= 2:
-                    self.g.info(f"{_s(t.display_name(entry))} is over max-size\n")
-                return
-            if opts.min_size >= 0 and entry.size < opts.min_size:
-                if t.opts.verbose >= 2:
-                    self.g.info(f"{_s(t.display_name(entry))} is under min-size\n")
-                return
-            if (
+                skip = "is over max-size"
+            elif opts.min_size >= 0 and entry.size < opts.min_size:
+                skip = "is under min-size"
+            elif (
                 opts.update_only > 0
                 and st is not None
                 and st.is_file()
                 and entry.mtime - st.mtime_ns // 1_000_000_000 < opts.modify_window
             ):
+                skip = "is newer"
+            if skip is not None:
                 if t.opts.verbose >= 2:
-                    self.g.info(f"{_s(t.display_name(entry))} is newer\n")
+                    self.g.info(f"{_s(t.display_name(entry))} {skip}\n")
+                await self._skipped(entry, ndx)
                 return
         if st is not None and not st.is_file():
             if not await self.g.deleter.make_room(entry, st, DEL_FOR_FILE):
@@ -72,6 +73,7 @@ class FileRequests:
                 accurate = bool(opts.always_checksum)
                 await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
                 self.g.itemize(entry, ndx, st, 0)
+                await self.g.finish_hard_link(entry, ndx, path, st)
                 return
             if t.do_xfers and not t.whole_file and st.size > 0:
                 try:
@@ -79,11 +81,18 @@ class FileRequests:
                 except FsError as exc:
                     report_fs_error(t, exc, f"failed to open {quote(path)}, continuing")
                     st = None
+        hlinks = self.g.hlinks
+        if st is None and hlinks is not None and hlinks.not_last(entry):
+            return  # a missing hard-link member: the group's last one brings the data
         try:
-            await self._request(entry, ndx, st, basis)
+            await self._request(entry, ndx, path, st, basis)
         finally:
             if basis is not None:
                 await basis.close()
+
+    async def _skipped(self, entry: FileEntry, ndx: int) -> None:
+        if self.g.hlinks is not None and is_hlinked(entry):
+            await self.g.hlinks.skipped(entry, ndx)
 
     async def _quick_check_ok(self, entry: FileEntry, path: bytes, st: Stat) -> bool:
         """generator.c quick_check_ok for a regular file."""
@@ -122,16 +131,24 @@ class FileRequests:
         return hasher.digest()
 
     async def _request(
-        self, entry: FileEntry, ndx: int, st: Stat | None, basis: FileReader | None
+        self,
+        entry: FileEntry,
+        ndx: int,
+        path: bytes,
+        st: Stat | None,
+        basis: FileReader | None,
     ) -> None:
         """The notify_others tail of recv_generator: ask the sender for the file."""
         t = self.g.t
+        if is_hlinked(entry):
+            entry.flags |= FLAG_FILE_SENT  # members queue behind it until it is in
         self.g.write_ndx(ndx)
         iflags = ITEM_TRANSFER
         if t.opts.always_checksum > 0 and not self.g.redo:
             iflags |= ITEM_REPORT_CHANGE
         self.g.itemize(entry, None, st, iflags)
         if not t.do_xfers:
+            await self.g.finish_hard_link(entry, ndx, path, st)  # a dry run: "done" now
             return
         if basis is None or st is None:
             t.wire.write(pack_sum_head(WHOLE_FILE, t.protocol))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import stat as stat_mod
+from collections import deque
 from dataclasses import replace
 
 from rsyncd_py.fs.base import FsError, Stat
@@ -51,10 +52,12 @@ from rsyncd_py.roles.delete import (
     del_for_flag,
 )
 from rsyncd_py.roles.gen_file import FileRequests
+from rsyncd_py.roles.hardlinks import HardLinks, is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
 from rsyncd_py.roles.transfer import (
     FLAG_DIR_CREATED,
     FLAG_MISSING_DIR,
+    Finished,
     PhaseDone,
     Redo,
     Transfer,
@@ -70,6 +73,9 @@ class Generator:
     def __init__(self, t: Transfer) -> None:
         self.t = t
         self.deleter = Deleter(t)
+        self.hlinks = HardLinks(self) if t.opts.preserve_hard_links else None
+        # receiver events that arrived while phase 0 was still generating
+        self._pending: deque[Redo | PhaseDone] = deque()
         self.files = FileRequests(self)
         self.phase = 0
         self.redo = False  # recv_generator is handling a redo (csum_length = SUM_LENGTH)
@@ -98,6 +104,8 @@ class Generator:
             if not entry.active:
                 continue
             await self.recv_generator(entry, ndx)
+            if self.hlinks is not None:
+                await self._check_for_finished_files()
             if ndx % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await t.wire.drain()
                 await asyncio.sleep(0)
@@ -148,15 +156,37 @@ class Generator:
         self.write_ndx(NDX_DONE)  # G: the final goodbye
         await t.wire.flush()
 
+    async def _check_for_finished_files(self) -> None:
+        """generator.c check_for_finished_files during phase 0: link finished leaders.
+
+        Only hard-link completions are handled now; redo requests and phase ends wait
+        for `_serve_receiver`, as rsync leaves them queued until the pass is over.
+        """
+        queue = self.t.to_generator
+        while not queue.empty():
+            event = queue.get_nowait()
+            if isinstance(event, Finished):
+                assert self.hlinks is not None
+                await self.hlinks.finished(event.ndx, event.ok)
+            else:
+                self._pending.append(event)
+
     async def _serve_receiver(self, *, handle_redo: bool) -> None:
         """Wait for the receiver's next PhaseDone, sending redo requests meanwhile."""
         t = self.t
         while True:
-            if t.to_generator.empty():
-                await t.wire.flush()  # the sender must see our requests before we wait
-            event = await t.to_generator.get()
+            if self._pending:
+                event: Redo | PhaseDone | Finished = self._pending.popleft()
+            else:
+                if t.to_generator.empty():
+                    await t.wire.flush()  # the sender must see our requests before we wait
+                event = await t.to_generator.get()
             if isinstance(event, PhaseDone):
                 return
+            if isinstance(event, Finished):
+                if self.hlinks is not None:
+                    await self.hlinks.finished(event.ndx, event.ok)
+                continue
             if isinstance(event, Redo) and handle_redo:
                 entry = t.entries[event.ndx]
                 self.redo = True
@@ -208,6 +238,8 @@ class Generator:
             if is_dir:
                 self._skip_dir = entry
                 entry.flags |= FLAG_MISSING_DIR
+            elif self.hlinks is not None and is_hlinked(entry):
+                await self.hlinks.skipped(entry, ndx)
             if t.name_level >= 2 or t.opts.verbose >= 2:
                 kind = "directory" if is_dir else "file"
                 self.info(f'not creating new {kind} "{_s(t.display_name(entry))}"\n')
@@ -220,6 +252,8 @@ class Generator:
         ):
             if t.opts.verbose >= 2 and not is_dir:
                 self.info(f"{_s(t.display_name(entry))} exists\n")
+            if self.hlinks is not None and is_hlinked(entry):
+                await self.hlinks.skipped(entry, ndx)
             return
 
         if is_dir:
@@ -228,6 +262,12 @@ class Generator:
         if not opts.preserve_perms:
             exists = st is not None and not st.is_dir()
             entry.mode = metadata.dest_mode(t, entry.mode, st.mode if st else 0, exists)
+        if (
+            self.hlinks is not None
+            and self.hlinks.not_first(entry)
+            and await self.hlinks.check(entry, ndx, path, st)
+        ):
+            return
         if entry.is_symlink() and opts.preserve_links:
             await self._generate_symlink(entry, ndx, path, st)
             return
@@ -313,6 +353,7 @@ class Generator:
         if st is not None and st.is_symlink() and st.link_target == target:
             await set_file_attrs(t, path, entry, st, report=True)
             self.itemize(entry, ndx, st, 0)
+            await self.finish_hard_link(entry, ndx, path, st)
             return
         if await self._atomic_create(entry, path, st):
             self.itemize(
@@ -321,6 +362,7 @@ class Generator:
                 st if st is not None and st.is_symlink() else None,
                 ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE,
             )
+            await self.finish_hard_link(entry, ndx, path, None)
 
     async def _generate_node(
         self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
@@ -333,9 +375,11 @@ class Generator:
             elif not is_device(entry.mode) or st.rdev == metadata.makedev(*entry.rdev):
                 await set_file_attrs(t, path, entry, st, report=True)
                 self.itemize(entry, ndx, st, 0)
+                await self.finish_hard_link(entry, ndx, path, st)
                 return
         if await self._atomic_create(entry, path, st):
             self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
+            await self.finish_hard_link(entry, ndx, path, None)
 
     async def _atomic_create(self, entry: FileEntry, path: bytes, st: Stat | None) -> bool:
         """generator.c atomic_create: make a symlink/device/special, replacing a non-dir."""
@@ -367,18 +411,36 @@ class Generator:
 
     # --- generator.c itemize ---------------------------------------------------------
 
-    def itemize(self, entry: FileEntry, ndx: int | None, st: Stat | None, iflags: int) -> None:
-        """Rsync generator.c:itemize: send the item record if it says anything."""
+    def itemize(
+        self,
+        entry: FileEntry,
+        ndx: int | None,
+        st: Stat | None,
+        iflags: int,
+        *,
+        xname: bytes | None = None,
+    ) -> None:
+        """Rsync generator.c:itemize: send the item record if it says anything.
+
+        `xname` (with ITEM_XNAME_FOLLOWS) is the "=> NAME" of a hard link.
+        """
         t = self.t
         if st is not None:
-            iflags = metadata.report_flags(t, entry, st, iflags, None)
+            iflags = metadata.report_flags(t, entry, st, iflags, xname)
         else:
             iflags |= ITEM_IS_NEW
         iflags &= 0xFFFF
-        if not (iflags & SIGNIFICANT_ITEM_FLAGS or self._report_all or ndx is None):
+        if not (iflags & SIGNIFICANT_ITEM_FLAGS or self._report_all or ndx is None or xname):
             return
         if t.protocol >= 29:
-            t.wire.write(pack_item(t.ndx_out, ndx, iflags))
+            t.wire.write(pack_item(t.ndx_out, ndx, iflags, xname=xname))
+
+    async def finish_hard_link(
+        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
+    ) -> None:
+        """hlink.c finish_hard_link, if `entry` is a member of a hard-link group."""
+        if self.hlinks is not None and is_hlinked(entry):
+            await self.hlinks.finish(entry, ndx, path, st)
 
     # --- generator.c touch_up_dirs ---------------------------------------------------
 

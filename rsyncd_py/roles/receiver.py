@@ -36,8 +36,9 @@ from rsyncd_py.protocol.itemize import ItemRecord, read_ndx_and_attrs
 from rsyncd_py.protocol.stats import DeleteStats
 from rsyncd_py.protocol.sums import SumHead, read_sum_head
 from rsyncd_py.roles import metadata
+from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote
-from rsyncd_py.roles.transfer import FLAG_FILE_SENT, PhaseDone, Redo, Transfer
+from rsyncd_py.roles.transfer import FLAG_FILE_SENT, Finished, PhaseDone, Redo, Transfer
 from rsyncd_py.wire import Log
 
 
@@ -148,6 +149,9 @@ class Receiver:
             await writer.commit(wanted)
         except FsError as exc:
             metadata.report_fs_error(t, exc, f"rename {quote(path)} failed")
+            return
+        if is_hlinked(entry):
+            t.to_generator.put_nowait(Finished(ndx, ok=True))  # link the group to it
 
     def _read_sum_head(self, buf: ReceiveBuffer) -> SumHead | None:
         return read_item(

@@ -18,6 +18,7 @@ from rsyncd_py.protocol.constants import (
     IOERR_VALID_MASK,
     IOERR_VANISHED,
     MSG_IO_ERROR,
+    MSG_NO_SEND,
 )
 from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError, SessionError
 from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
@@ -26,8 +27,9 @@ from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.roles.destination import get_local_name, resolve_path
 from rsyncd_py.roles.flist_recv import receive_file_list, receive_filter_rules
 from rsyncd_py.roles.generator import Generator
+from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.receiver import Receiver
-from rsyncd_py.roles.transfer import Transfer
+from rsyncd_py.roles.transfer import Finished, Transfer
 from rsyncd_py.wire import Wire
 
 
@@ -62,6 +64,8 @@ async def do_server_recv(
     t.note_io_error(received.io_error)
     t.io_error |= wire.io_error
     wire.on_message(MSG_IO_ERROR, lambda payload: _peer_io_error(t, payload))
+    if opts.preserve_hard_links:
+        wire.on_message(MSG_NO_SEND, lambda payload: _peer_no_send(t, payload))
     dest = await get_local_name(
         fs,
         wire,
@@ -118,6 +122,20 @@ def _peer_io_error(t: Transfer, payload: bytes) -> None:
             f"invalid multi-message {MSG_IO_ERROR}:{len(payload)}", ExitCode.RERR_STREAMIO
         )
     t.io_error |= int.from_bytes(payload, "little") & IOERR_VALID_MASK
+
+
+def _peer_no_send(t: Transfer, payload: bytes) -> None:
+    """io.c read_a_msg MSG_NO_SEND: the sender could not open a file we asked for.
+
+    For a hard-linked file the generator must pick another leader for its group.
+    """
+    if len(payload) != 4:
+        raise RemoteProtocolError(
+            f"invalid multi-message {MSG_NO_SEND}:{len(payload)}", ExitCode.RERR_STREAMIO
+        )
+    ndx = int.from_bytes(payload, "little", signed=True)
+    if 0 <= ndx < len(t.entries) and is_hlinked(t.entries[ndx]):
+        t.to_generator.put_nowait(Finished(ndx, ok=False))
 
 
 def exit_code_for(t: Transfer) -> int:

@@ -5,7 +5,8 @@ task and their helpers all hold. Everything fixed for the session (options, nego
 protocol, the sorted file list, where it lands) is set before the two tasks start; the
 mutable parts are the io_error bits, the deletion counters and the channel from the
 receiver to the generator (`to_generator`), which carries what rsync's receiver sends
-its generator over a pipe: "phase done" and "redo this index".
+its generator over a pipe: "phase done", "redo this index" and "this hard-linked file
+is done".
 
 Per-entry bookkeeping uses `FileEntry.flags` bits, named as rsync names them.
 """
@@ -29,9 +30,14 @@ from rsyncd_py.wire import Wire
 
 # generator/receiver bits of FileEntry.flags (rsync.h FLAG_*; the XMIT-derived ones are
 # in protocol/flist.py)
-FLAG_FILE_SENT = 1 << 1  # the receiver failed it once: the next request is a redo
+FLAG_FILE_SENT = 1 << 1  # requested (hard links) / failed once: the next request is a redo
 FLAG_DIR_CREATED = 1 << 8  # the destination directory was created for this "." entry
 FLAG_MISSING_DIR = 1 << 4  # a directory we did not (or, in a dry run, would) create
+FLAG_SKIP_HLINK = 1 << 3  # a hard-linked member that was skipped
+FLAG_HLINKED = 1 << 5  # a member of a hard-link group (of two or more)
+FLAG_HLINK_FIRST = 1 << 6  # the group's first member (later: its leader)
+FLAG_HLINK_LAST = 1 << 7  # the group's last member (the one whose data travels)
+FLAG_HLINK_DONE = 1 << 9  # up to date, created or linked
 
 ACCESSPERMS = 0o777
 CHMOD_BITS = 0o7777
@@ -42,6 +48,17 @@ class Redo:
     """Receiver -> generator: request `ndx` again with full-length sums (MSG_REDO)."""
 
     ndx: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Receiver (or sender) -> generator: hard-linked `ndx` is in place, or never will be.
+
+    rsync's MSG_SUCCESS (`ok`) and MSG_NO_SEND for hard-linked files.
+    """
+
+    ndx: int
+    ok: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +86,7 @@ class Transfer:
     dry_run: int = 0  # rsync's dry_run counter: > 1 means the destination does not exist
     ndx_out: NdxEncoder = field(init=False)
     ndx_in: NdxDecoder = field(init=False)
-    to_generator: asyncio.Queue[Redo | PhaseDone] = field(default_factory=asyncio.Queue)
+    to_generator: asyncio.Queue[Redo | PhaseDone | Finished] = field(default_factory=asyncio.Queue)
 
     def __post_init__(self) -> None:
         self.ndx_out = NdxEncoder(self.neg.protocol)
