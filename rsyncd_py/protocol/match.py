@@ -153,6 +153,7 @@ class Matcher:
         self._literal_start = 0
         self._want = 0
         self._run = 1
+        self._try_aligned = True  # at the file's start and right after each match
         self._finished = False
 
     # --- the API -------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class Matcher:
     # --- the search ----------------------------------------------------------------------
     def _step(self, limit: int, out: list[Item]) -> None:
         """Decide every window start before `limit` (all full windows are buffered)."""
-        if self._aligned_run(limit, out):
+        if self._try_aligned and self._aligned_run(limit, out):
             return
         k = self._sums.blength
         view = np.frombuffer(self._buf, dtype=np.int8)
@@ -210,7 +211,7 @@ class Matcher:
             if index is None:
                 continue
             self._emit_match(at, index, out)
-            if self._pos >= limit or self._aligned_run(limit, out):
+            if self._pos >= limit or (self._try_aligned and self._aligned_run(limit, out)):
                 return
         self._pos = max(self._pos, limit)
 
@@ -234,6 +235,7 @@ class Matcher:
                 self._emit_match(self._pos, self._want, out)
             if confirmed < run:
                 self._run = 1
+                self._try_aligned = confirmed > 0  # retry after a match, not mid-literal
                 return matched_any or confirmed > 0
             matched_any = True
             self._run = min(self._run * 2, MAX_ALIGNED_RUN)
@@ -310,6 +312,7 @@ class Matcher:
         self._pos = at + self._sums.block_len(index)
         self._literal_start = self._pos
         self._want = index + 1
+        self._try_aligned = True
 
     def _flush_literal(self, out: list[Item]) -> None:
         """Emit the literal bytes the search has passed."""
