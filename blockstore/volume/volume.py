@@ -171,10 +171,19 @@ def open_volume(
     read_only: bool = False,
     **options: Any,
 ) -> Volume:
-    """Open the store at `url` (with the pack layer) as a volume."""
+    """Open the store at `url` (with the pack layer) as a volume.
+
+    A local-directory store gets no block cache unless `cache_size` asks for one: its
+    packs are already on local disk, so a write-through cache would only store every
+    block a second time (1.8 of 4.8 CPU-seconds per GiB written, bench/micro
+    test_store_pipeline) and serve reads no faster than a range read of the pack.
+    """
     from blockstore.factory import open_store
     from blockstore.layers.pack import pack_layer_factory
+    from blockstore.urls import parse_store_url
 
+    if parse_store_url(url).scheme == "file":
+        options.setdefault("cache_size", 0)
     stack = open_store(
         url, passphrase=passphrase, key_file=key_file, state_dir=state_dir,
         pack_layer=pack_layer_factory, read_only=read_only, **options,
