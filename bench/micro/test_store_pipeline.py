@@ -1,0 +1,145 @@
+"""The store's write pipeline per MiB, stage by stage, and the whole of it.
+
+What a push does to every MiB it stores (blockstore/volume/files.py and the layers):
+cut into content-defined chunks (FastCDC, ~64 KiB), name each chunk (SHA-256, or
+HMAC-SHA256 in an encrypted store), compress (zstd-3; random data is stored raw),
+encrypt (AES-256-GCM, encrypted stores only), cache the stored form on local disk
+(write-through) and append to a 16 MiB pack written to the local directory. Each
+stage runs here alone over 32 MiB, so their costs can be added up and compared with
+the last benchmark, the whole pipeline (`FileBuilder.write` + `finish` into a fresh
+local-directory store, unencrypted and encrypted), which shows what the thread pool
+and the per-chunk overhead add. Random data (nothing compresses) and text-like data
+(about 3x).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bench.datasets import _TextSource
+from bench.micro.throughput import measure
+from blockstore.backends.localdir import LocalDirBackend
+from blockstore.backends.memory import MemoryBackend
+from blockstore.factory import create_store
+from blockstore.layers.cache import CacheLayer
+from blockstore.layers.compress import CompressLayer
+from blockstore.layers.encrypt import EncryptLayer
+from blockstore.layers.pack import PackLayer
+from blockstore.volume import ChunkParams, VolumeParams, open_volume
+from blockstore.volume.blockid import BlockHasher, block_key
+from blockstore.volume.chunker import StreamChunker
+
+TOTAL = 32 << 20
+PIECE = 1 << 20
+DATA = {"random": os.urandom(TOTAL), "text": _TextSource().make(TOTAL)}
+
+
+def chunks_of(data: bytes) -> list[bytes]:
+    chunker = StreamChunker(ChunkParams())
+    out: list[bytes] = []
+    for offset in range(0, len(data), PIECE):
+        out += chunker.feed(memoryview(data)[offset : offset + PIECE])
+    return out + chunker.finish()
+
+
+CHUNKS = {kind: chunks_of(data) for kind, data in DATA.items()}
+KEYS = {kind: [block_key(BlockHasher(None).digest(c)) for c in chunks]
+        for kind, chunks in CHUNKS.items()}  # fmt: skip
+
+
+@pytest.fixture
+def scratch():
+    path = Path(tempfile.mkdtemp(prefix="pipeline-", dir="/dev/shm" if os.path.isdir("/dev/shm")
+                                 else None))  # fmt: skip
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", sorted(DATA))
+def test_stage_chunk(benchmark, kind):
+    chunks = measure(benchmark, f"pipeline chunk fastcdc {kind}", TOTAL, chunks_of, DATA[kind])
+    benchmark.extra_info["mean chunk KiB"] = round(TOTAL / len(chunks) / 1024, 1)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["sha256", "hmac-sha256"])
+def test_stage_hash(benchmark, keyed):
+    hasher = BlockHasher(os.urandom(32) if keyed else None)
+    chunks = CHUNKS["random"]
+    measure(benchmark, f"pipeline hash {'hmac-sha256' if keyed else 'sha256'}", TOTAL,
+            lambda: [hasher.digest(c) for c in chunks])  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(DATA))
+def test_stage_compress(benchmark, kind):
+    layer, chunks = CompressLayer(MemoryBackend(), level=3), CHUNKS[kind]
+    measure(benchmark, f"pipeline compress zstd-3 {kind}", TOTAL,
+            lambda: [layer.encode(c) for c in chunks])  # fmt: skip
+
+
+def test_stage_encrypt(benchmark):
+    layer, chunks = EncryptLayer(MemoryBackend(), os.urandom(32)), CHUNKS["random"]
+    keys = KEYS["random"]
+    measure(benchmark, "pipeline encrypt aes-256-gcm", TOTAL,
+            lambda: [layer.seal(k, c) for k, c in zip(keys, chunks, strict=True)])
+
+
+def test_stage_cache_write(benchmark, scratch):
+    chunks, keys = CHUNKS["random"], KEYS["random"]
+    rounds = iter(range(1000))
+
+    def put_all() -> None:
+        layer = CacheLayer(MemoryBackend(), scratch / f"cache{next(rounds)}", 1 << 30)
+        for key, chunk in zip(keys, chunks, strict=True):
+            layer.put(key, chunk)
+
+    measure(benchmark, "pipeline cache write-through (tmpfs)", TOTAL, put_all)
+
+
+def test_stage_pack_write(benchmark, scratch):
+    chunks, keys = CHUNKS["random"], KEYS["random"]
+    rounds = iter(range(1000))
+
+    def put_all() -> None:
+        where = scratch / f"store{next(rounds)}"
+        layer = PackLayer(LocalDirBackend(where / "bucket"), where / "state")
+        try:
+            for key, chunk in zip(keys, chunks, strict=True):
+                layer.put(key, chunk)
+            layer.flush()
+        finally:
+            layer.close()
+
+    measure(benchmark, "pipeline pack + local dir write (tmpfs)", TOTAL, put_all)
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("kind", sorted(DATA))
+def test_whole_pipeline(benchmark, scratch, kind, encrypt):
+    """FileBuilder over a fresh local-directory store: every stage, pool and all."""
+    data = DATA[kind]
+    rounds = iter(range(1000))
+
+    def store_file() -> None:
+        where = scratch / f"s{next(rounds)}"
+        key_file = str(where / "key") if encrypt else None
+        where.mkdir()
+        create_store(str(where / "store"), encrypt=encrypt, key_file=key_file,
+                     volume=VolumeParams().to_config())  # fmt: skip
+        volume = open_volume(str(where / "store"), key_file=key_file,
+                             state_dir=where / "state")  # fmt: skip
+        try:
+            builder = volume.new_file()
+            for offset in range(0, len(data), PIECE):
+                builder.write(data[offset : offset + PIECE])
+            builder.finish()
+            volume.backend.flush()
+        finally:
+            volume.close()
+
+    label = f"pipeline whole FileBuilder {kind} {'encrypted' if encrypt else 'plain'}"
+    measure(benchmark, label, TOTAL, store_file)
