@@ -11,12 +11,9 @@ thread-safe; this module is its thin async facade.
 - **Threads.** Blocking work (tree fetches, block I/O, commits) runs on a bounded
   executor. Lookups whose directories are already loaded are answered on the event
   loop (`lookup_cached`), which is what makes a file-list walk cheap.
-- **Writes** are batched to 1 MiB on the event loop and handed to the file's builder
-  one batch at a time, while the next batch fills: network and store overlap, and at
-  most one batch per file waits (the builder's pool and the pack layer's upload queue
-  bound the rest), so a 10 GiB push stays within a small, fixed amount of memory.
-- **Reads** fetch blocks on the executor; `stream` keeps `READ_AHEAD` blocks in flight
-  ahead of the consumer so GETs overlap with sending.
+- **File content** goes through `store_io.py`: writes batched on the event loop and
+  handed to the file's builder one batch at a time (network and store overlap, memory
+  stays bounded), reads with block fetches in flight ahead of the consumer.
 - **Checkpoints.** After any completed operation, if `CHECKPOINT_SECONDS` have passed
   since the last commit, the session commits what it has so far (whole operations
   only: an open file writer is not part of the namespace until its commit).
@@ -34,221 +31,38 @@ import asyncio
 import errno
 import functools
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from blockstore.backend import StoreError
 from blockstore.volume import (
     NEEDS_IO,
     RESERVED_ROOT_NAME,
-    FileBuilder,
-    FileReader,
     Lease,
     Namespace,
     Snapshot,
     Transaction,
     TreeEntry,
     Volume,
+    WrittenFile,
     open_volume,
 )
 from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.fs.factory import StoreOptions
+from rsyncd_py.fs.store_io import (
+    StoreFileReader,
+    StoreFileWriter,
+    check_path,
+    content_digests,
+    fs_errors,
+    to_entry,
+    to_stat,
+)
 
 CHECKPOINT_SECONDS = 60.0
-WRITE_BATCH = 1 << 20
-READ_AHEAD = 8
 _SNAPSHOT_DIR_MODE = 0o040555
-
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-_AsyncFn = Callable[_P, Awaitable[_T]]
-
-
-def _fs_errors(path_arg: int = 1) -> Callable[[_AsyncFn[_P, _T]], _AsyncFn[_P, _T]]:
-    """Decorate an async method so OSError/StoreError leave as FsError naming the path."""
-
-    def wrap(fn: _AsyncFn[_P, _T]) -> _AsyncFn[_P, _T]:
-        @functools.wraps(fn)
-        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            try:
-                return await fn(*args, **kwargs)
-            except FsError:
-                raise
-            except StoreError as exc:
-                raise FsError(exc.errno, str(exc), _path_of(args, path_arg)) from exc
-            except OSError as exc:
-                path = getattr(exc, "path", None) or _path_of(args, path_arg)
-                raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc), path) from exc
-
-        return wrapper
-
-    return wrap
-
-
-def _path_of(args: tuple[Any, ...], index: int) -> bytes:
-    """The path argument of a decorated call (or the writer's own path)."""
-    if len(args) > index and isinstance(args[index], bytes):
-        return args[index]
-    return getattr(args[0], "_path", b"") if args else b""
-
-
-def to_stat(entry: TreeEntry) -> Stat:
-    """The rsync-facing `Stat` of a tree entry."""
-    return Stat(
-        mode=entry.mode, size=entry.size, mtime_ns=entry.mtime_ns, uid=entry.uid,
-        gid=entry.gid, user=entry.user, group=entry.group, rdev=entry.rdev,
-        link_target=entry.link_target, atime_ns=entry.atime_ns, crtime_ns=entry.crtime_ns,
-        link_key=("store", entry.link_group) if entry.link_group is not None else None,
-        xattrs=entry.xattrs, acl=entry.acl,
-    )  # fmt: skip
-
-
-def to_entry(name: bytes, st: Stat) -> TreeEntry:
-    """The tree entry (without content) for `st`."""
-    return TreeEntry(
-        name=name, mode=st.mode, mtime_ns=st.mtime_ns, uid=st.uid, gid=st.gid,
-        user=st.user, group=st.group, rdev=st.rdev, link_target=st.link_target,
-        atime_ns=st.atime_ns, crtime_ns=st.crtime_ns, xattrs=tuple(st.xattrs), acl=st.acl,
-    )  # fmt: skip
-
-
-def _check_path(path: bytes) -> list[bytes]:
-    parts = path.split(b"/") if path else []
-    for part in parts:
-        if part in (b"", b".", b"..") or b"\0" in part:
-            raise FsError(errno.EINVAL, "Invalid argument (unsafe path)", path)
-    return parts
-
-
-def content_digests(entry: TreeEntry) -> dict[str, bytes]:
-    """Whole-file digests recorded when the file was written.
-
-    "xxh128" (canonical, unseeded XXH3-128) always; "md5" when the store records it
-    (`init --md5`).
-    """
-    content = entry.content
-    if content is None:
-        return {}
-    found = {"xxh128": content.xxh128, "md5": content.md5}
-    return {name: value for name, value in found.items() if value is not None}
-
-
-class StoreFileReader:
-    """A file of the store opened for reading (a `FileReader`).
-
-    `digests` holds the whole-file checksums recorded at write time (see
-    `content_digests`), so a sender can answer `--checksum` without reading the file.
-    """
-
-    def __init__(self, fs: StoreFileSystem, reader: FileReader, digests: dict[str, bytes]) -> None:
-        self._fs = fs
-        self._reader = reader
-        self.size = reader.size
-        self.digests = digests
-
-    async def read(self, offset: int, length: int) -> bytes:
-        return await self._fs.run(self._reader.read, offset, length)
-
-    async def stream(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Yield the content in order, fetching up to READ_AHEAD blocks ahead."""
-        blocks = self._reader.blocks(0)
-        inflight: deque[asyncio.Future[bytes]] = deque()
-        exhausted = False
-        pending = bytearray()
-        try:
-            while True:
-                while not exhausted and len(inflight) < READ_AHEAD:
-                    found = await self._fs.run(next, blocks, None)
-                    if found is None:
-                        exhausted = True
-                        break
-                    block_id, _offset, length = found
-                    inflight.append(self._fs.submit(self._reader.fetch, block_id, length))
-                if not inflight:
-                    break
-                pending += await inflight.popleft()
-                while len(pending) >= chunk_size:
-                    yield bytes(pending[:chunk_size])
-                    del pending[:chunk_size]
-            if pending:
-                yield bytes(pending)
-        finally:
-            for future in inflight:
-                future.cancel()
-
-    async def close(self) -> None:
-        """Nothing to release (blocks are fetched per read)."""
-
-
-class StoreFileWriter:
-    """A new file being written into the store (a `FileWriter`)."""
-
-    def __init__(self, fs: StoreFileSystem, path: bytes, builder: FileBuilder) -> None:
-        self._fs = fs
-        self._path = path
-        self._builder = builder
-        self._batch = bytearray()
-        self._job: asyncio.Future[None] | None = None
-        self._done = False
-
-    async def write(self, data: bytes | memoryview) -> None:
-        self._batch += data
-        if len(self._batch) >= WRITE_BATCH:
-            await self._hand_over()
-
-    async def write_zeros(self, length: int) -> None:
-        await self._hand_over()
-        await self._wait()
-        await self._fs.run(self._builder.write_zeros, length)
-
-    async def _hand_over(self) -> None:
-        """Give the filled batch to the builder; wait only for the previous batch."""
-        if not self._batch:
-            return
-        await self._wait()
-        batch, self._batch = self._batch, bytearray()  # handed over, never touched again
-        self._job = self._fs.submit(self._builder.write, batch)
-
-    async def _wait(self) -> None:
-        job, self._job = self._job, None
-        if job is not None:
-            await job
-
-    @_fs_errors()
-    async def commit(self, st: Stat) -> None:
-        if self._done:
-            raise FsError(errno.EINVAL, "file writer already finished", self._path)
-        try:
-            await self._hand_over()
-            await self._wait()
-            if self._builder.size != st.size:
-                written_size = self._builder.size
-                raise FsError(
-                    errno.EINVAL, f"commit of {st.size} bytes after {written_size}", self._path
-                )
-            written = await self._fs.run(self._builder.finish)
-            entry = to_entry(self._path.rpartition(b"/")[2], st)
-            await self._fs.run(self._fs.tx_put_file, self._path, entry, written)
-        except BaseException:
-            await self.abort()
-            raise
-        self._done = True
-        self._fs.writers.discard(self)
-        await self._fs.after_operation()
-
-    async def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._fs.writers.discard(self)
-        job, self._job = self._job, None
-        if job is not None:
-            await asyncio.gather(job, return_exceptions=True)
-        await self._fs.run(self._builder.abort)
 
 
 class StoreFileSystem:
@@ -280,7 +94,7 @@ class StoreFileSystem:
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await self.submit(fn, *args)
 
-    def tx_put_file(self, path: bytes, entry: TreeEntry, written: Any) -> None:
+    def tx_put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None:
         assert self.tx is not None
         self.tx.put_file(path, entry, written)
 
@@ -293,7 +107,7 @@ class StoreFileSystem:
         self._ns = self.tx.ns
 
     def _writable(self, path: bytes) -> Transaction:
-        parts = _check_path(path)
+        parts = check_path(path)
         if parts and parts[0] == RESERVED_ROOT_NAME:
             raise FsError(errno.EROFS, "Read-only file system (snapshot view)", path)
         if self.tx is None:
@@ -302,7 +116,7 @@ class StoreFileSystem:
 
     async def _lookup(self, path: bytes) -> TreeEntry | None:
         """The entry at `path` in this session's tree or the snapshot view."""
-        parts = _check_path(path)
+        parts = check_path(path)
         if parts and parts[0] == RESERVED_ROOT_NAME:
             return await self._snapshot_lookup(parts)
         ns = self.tx.ns if self.tx is not None else self._ns
@@ -361,14 +175,14 @@ class StoreFileSystem:
 
     # -- reading -------------------------------------------------------------------------
 
-    @_fs_errors()
+    @fs_errors()
     async def lstat(self, path: bytes) -> Stat | None:
         entry = await self._lookup(path)
         return to_stat(entry) if entry is not None else None
 
-    @_fs_errors()
+    @fs_errors()
     async def listdir(self, path: bytes) -> Sequence[tuple[bytes, Stat]]:
-        parts = _check_path(path)
+        parts = check_path(path)
         if parts and parts[0] == RESERVED_ROOT_NAME:
             entries = await self._snapshot_listdir(parts, path)
         else:
@@ -381,7 +195,7 @@ class StoreFileSystem:
             entries = await self.run(ns.listdir, path)
         return [(entry.name, to_stat(entry)) for entry in entries]
 
-    @_fs_errors()
+    @fs_errors()
     async def open_read(self, path: bytes) -> StoreFileReader:
         entry = await self._lookup(path)
         if entry is None:
@@ -391,7 +205,7 @@ class StoreFileSystem:
             raise FsError(err, "Is a directory" if entry.is_dir() else "Not a regular file", path)
         return StoreFileReader(self, self.volume.reader(entry.content), content_digests(entry))
 
-    @_fs_errors()
+    @fs_errors()
     async def file_digests(self, path: bytes) -> dict[str, bytes]:
         """Whole-file digests of the regular file at `path` ({} if none recorded).
 
@@ -403,7 +217,7 @@ class StoreFileSystem:
 
     # -- writing -------------------------------------------------------------------------
 
-    @_fs_errors()
+    @fs_errors()
     async def create(self, path: bytes) -> StoreFileWriter:
         tx = self._writable(path)
         await self.run(tx.check_new_file, path)
@@ -411,13 +225,13 @@ class StoreFileSystem:
         self.writers.add(writer)
         return writer
 
-    @_fs_errors()
+    @fs_errors()
     async def mkdir(self, path: bytes, st: Stat) -> None:
         tx = self._writable(path)
         await self.run(tx.mkdir, path, to_entry(_basename(path), st))
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def symlink(self, path: bytes, st: Stat) -> None:
         tx = self._writable(path)
         if st.link_target is None:
@@ -425,39 +239,39 @@ class StoreFileSystem:
         await self.run(tx.put_special, path, to_entry(_basename(path), st))
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def mknod(self, path: bytes, st: Stat) -> None:
         tx = self._writable(path)
         await self.run(tx.put_special, path, to_entry(_basename(path), st))
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def link(self, path: bytes, existing: bytes) -> None:
         tx = self._writable(path)
         self._writable(existing)
         await self.run(tx.link, path, existing)
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def set_stat(self, path: bytes, st: Stat) -> None:
         tx = self._writable(path)
         await self.run(tx.set_meta, path, to_entry(_basename(path), st))
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def rename(self, old: bytes, new: bytes) -> None:
         tx = self._writable(new)
         self._writable(old)
         await self.run(tx.rename, old, new)
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def remove(self, path: bytes) -> None:
         tx = self._writable(path)
         await self.run(tx.remove, path)
         await self.after_operation()
 
-    @_fs_errors()
+    @fs_errors()
     async def close(self, success: bool) -> None:
         """Commit the session (success) or drop its uncommitted changes."""
         if self._closed:

@@ -1,0 +1,232 @@
+"""File content in and out of the store `FileSystem`: readers, writers, conversions.
+
+Theory of operation. A `StoreFileWriter` batches the receiver's small writes to
+`WRITE_BATCH` bytes on the event loop and hands one batch at a time to the file's
+`FileBuilder` on the session's executor while the next batch fills, so network and
+store overlap and at most one batch per file is waiting (the builder's pool and the
+pack layer's bounded uploads bound the rest). Its `commit` waits for the builder, puts
+the finished file into the session's transaction, and lets the session checkpoint.
+A `StoreFileReader` fetches blocks on the executor; `stream` keeps `READ_AHEAD` block
+fetches in flight ahead of the consumer so GETs overlap with sending.
+
+`fs_errors` turns store and namespace errors into `FsError` naming the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from blockstore.backend import StoreError
+from blockstore.volume import FileBuilder, FileReader, TreeEntry, WrittenFile
+from rsyncd_py.fs.base import FsError, Stat
+
+WRITE_BATCH = 1 << 20
+READ_AHEAD = 8
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+_AsyncFn = Callable[_P, Awaitable[_T]]
+
+
+def fs_errors(path_arg: int = 1) -> Callable[[_AsyncFn[_P, _T]], _AsyncFn[_P, _T]]:
+    """Decorate an async method so OSError/StoreError leave as FsError naming the path."""
+
+    def wrap(fn: _AsyncFn[_P, _T]) -> _AsyncFn[_P, _T]:
+        @functools.wraps(fn)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return await fn(*args, **kwargs)
+            except FsError:
+                raise
+            except StoreError as exc:
+                raise FsError(exc.errno, str(exc), _path_of(args, path_arg)) from exc
+            except OSError as exc:
+                path = getattr(exc, "path", None) or _path_of(args, path_arg)
+                raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc), path) from exc
+
+        return wrapper
+
+    return wrap
+
+
+def _path_of(args: tuple[Any, ...], index: int) -> bytes:
+    """The path argument of a decorated call (or the writer's own path)."""
+    if len(args) > index and isinstance(args[index], bytes):
+        return args[index]
+    return getattr(args[0], "_path", b"") if args else b""
+
+
+def to_stat(entry: TreeEntry) -> Stat:
+    """The rsync-facing `Stat` of a tree entry."""
+    return Stat(
+        mode=entry.mode, size=entry.size, mtime_ns=entry.mtime_ns, uid=entry.uid,
+        gid=entry.gid, user=entry.user, group=entry.group, rdev=entry.rdev,
+        link_target=entry.link_target, atime_ns=entry.atime_ns, crtime_ns=entry.crtime_ns,
+        link_key=("store", entry.link_group) if entry.link_group is not None else None,
+        xattrs=entry.xattrs, acl=entry.acl,
+    )  # fmt: skip
+
+
+def to_entry(name: bytes, st: Stat) -> TreeEntry:
+    """The tree entry (without content) for `st`."""
+    return TreeEntry(
+        name=name, mode=st.mode, mtime_ns=st.mtime_ns, uid=st.uid, gid=st.gid,
+        user=st.user, group=st.group, rdev=st.rdev, link_target=st.link_target,
+        atime_ns=st.atime_ns, crtime_ns=st.crtime_ns, xattrs=tuple(st.xattrs), acl=st.acl,
+    )  # fmt: skip
+
+
+def check_path(path: bytes) -> list[bytes]:
+    parts = path.split(b"/") if path else []
+    for part in parts:
+        if part in (b"", b".", b"..") or b"\0" in part:
+            raise FsError(errno.EINVAL, "Invalid argument (unsafe path)", path)
+    return parts
+
+
+def content_digests(entry: TreeEntry) -> dict[str, bytes]:
+    """Whole-file digests recorded when the file was written.
+
+    "xxh128" (canonical, unseeded XXH3-128) always; "md5" when the store records it
+    (`init --md5`).
+    """
+    content = entry.content
+    if content is None:
+        return {}
+    found = {"xxh128": content.xxh128, "md5": content.md5}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+class Session(Protocol):
+    """What readers and writers need from their `StoreFileSystem`."""
+
+    writers: set[StoreFileWriter]
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]: ...
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+
+    def tx_put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None: ...
+
+    async def after_operation(self) -> None: ...
+
+
+class StoreFileReader:
+    """A file of the store opened for reading (a `FileReader`).
+
+    `digests` holds the whole-file checksums recorded at write time (see
+    `content_digests`), so a sender can answer `--checksum` without reading the file.
+    """
+
+    def __init__(self, fs: Session, reader: FileReader, digests: dict[str, bytes]) -> None:
+        self._fs = fs
+        self._reader = reader
+        self.size = reader.size
+        self.digests = digests
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return await self._fs.run(self._reader.read, offset, length)
+
+    async def stream(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Yield the content in order, fetching up to READ_AHEAD blocks ahead."""
+        blocks = self._reader.blocks(0)
+        inflight: deque[asyncio.Future[bytes]] = deque()
+        exhausted = False
+        pending = bytearray()
+        try:
+            while True:
+                while not exhausted and len(inflight) < READ_AHEAD:
+                    found = await self._fs.run(next, blocks, None)
+                    if found is None:
+                        exhausted = True
+                        break
+                    block_id, _offset, length = found
+                    inflight.append(self._fs.submit(self._reader.fetch, block_id, length))
+                if not inflight:
+                    break
+                pending += await inflight.popleft()
+                while len(pending) >= chunk_size:
+                    yield bytes(pending[:chunk_size])
+                    del pending[:chunk_size]
+            if pending:
+                yield bytes(pending)
+        finally:
+            for future in inflight:
+                future.cancel()
+
+    async def close(self) -> None:
+        """Nothing to release (blocks are fetched per read)."""
+
+
+class StoreFileWriter:
+    """A new file being written into the store (a `FileWriter`)."""
+
+    def __init__(self, fs: Session, path: bytes, builder: FileBuilder) -> None:
+        self._fs = fs
+        self._path = path
+        self._builder = builder
+        self._batch = bytearray()
+        self._job: asyncio.Future[None] | None = None
+        self._done = False
+
+    async def write(self, data: bytes | memoryview) -> None:
+        self._batch += data
+        if len(self._batch) >= WRITE_BATCH:
+            await self._hand_over()
+
+    async def write_zeros(self, length: int) -> None:
+        await self._hand_over()
+        await self._wait()
+        await self._fs.run(self._builder.write_zeros, length)
+
+    async def _hand_over(self) -> None:
+        """Give the filled batch to the builder; wait only for the previous batch."""
+        if not self._batch:
+            return
+        await self._wait()
+        batch, self._batch = self._batch, bytearray()  # handed over, never touched again
+        self._job = self._fs.submit(self._builder.write, batch)
+
+    async def _wait(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            await job
+
+    @fs_errors()
+    async def commit(self, st: Stat) -> None:
+        if self._done:
+            raise FsError(errno.EINVAL, "file writer already finished", self._path)
+        try:
+            await self._hand_over()
+            await self._wait()
+            if self._builder.size != st.size:
+                written_size = self._builder.size
+                raise FsError(
+                    errno.EINVAL, f"commit of {st.size} bytes after {written_size}", self._path
+                )
+            written = await self._fs.run(self._builder.finish)
+            entry = to_entry(self._path.rpartition(b"/")[2], st)
+            await self._fs.run(self._fs.tx_put_file, self._path, entry, written)
+        except BaseException:
+            await self.abort()
+            raise
+        self._done = True
+        self._fs.writers.discard(self)
+        await self._fs.after_operation()
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._fs.writers.discard(self)
+        job, self._job = self._job, None
+        if job is not None:
+            await asyncio.gather(job, return_exceptions=True)
+        await self._fs.run(self._builder.abort)
