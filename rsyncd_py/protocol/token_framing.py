@@ -35,9 +35,9 @@ from typing import Final
 
 from .buffer import ReceiveBuffer
 from .errors import RemoteProtocolError
-from .tokens import END, Literal, Match, Token
+from .tokens import CHUNK_SIZE, END, Literal, Match, Token
 
-__all__ = ["MAX_DATA_COUNT", "FrameDecoder", "RunEncoder"]
+__all__ = ["MAX_DATA_COUNT", "MAX_FRAME_OUTPUT", "FrameDecoder", "RunEncoder"]
 
 END_FLAG: Final = 0x00
 TOKEN_LONG: Final = 0x20
@@ -47,6 +47,9 @@ TOKEN_REL: Final = 0x80
 TOKENRUN_REL: Final = 0xC0
 MAX_DATA_COUNT: Final = 16383  # a 14-bit length
 MAX_TOKEN_INDEX: Final = 0x7FFFFFFE
+# One DEFLATED_DATA frame from a real sender decompresses to a few MiB at most (a zlib
+# block of a long run of one byte); more than this is an attack, not data.
+MAX_FRAME_OUTPUT: Final = 32 << 20
 
 _INT32 = struct.Struct("<i")
 
@@ -81,7 +84,13 @@ class RunEncoder:
         self._last_token = -1
 
     def literal(self, data: bytes | memoryview) -> bytes:
-        return self._send(-2, data)
+        # rsync's sender hands the compressor at most CHUNK_SIZE at a time, so no frame
+        # stands for more than a few MiB; do the same (receivers may limit frame output)
+        view = memoryview(data).cast("B")
+        return b"".join(
+            self._send(-2, view[offset : offset + CHUNK_SIZE])
+            for offset in range(0, len(view), CHUNK_SIZE)
+        )
 
     def match(self, index: int, block: bytes | memoryview) -> bytes:
         if not 0 <= index <= MAX_TOKEN_INDEX:

@@ -22,15 +22,12 @@ import zlib
 from typing import Final
 
 from .errors import ExitCode, RemoteProtocolError
-from .token_framing import FrameDecoder, RunEncoder, chunk_payloads
+from .token_framing import MAX_FRAME_OUTPUT, FrameDecoder, RunEncoder, chunk_payloads
 
 __all__ = ["DeflateTokenDecoder", "DeflateTokenEncoder"]
 
 SYNC_MARKER: Final = b"\x00\x00\xff\xff"
 MAX_STORED: Final = 0xFFFF
-# One DEFLATED_DATA frame from a real sender inflates to at most a few MiB (a deflate
-# block of a long zero run); more than this is an attack, not data.
-MAX_FRAME_OUTPUT: Final = 32 << 20
 
 
 def _history_pieces(block: bytes | memoryview, protocol: int) -> list[bytes | memoryview]:

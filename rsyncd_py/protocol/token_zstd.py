@@ -11,12 +11,18 @@ There is no sync marker and no history insertion.
 
 from __future__ import annotations
 
+from typing import Final
+
 import zstandard
 
 from .errors import ExitCode, RemoteProtocolError
-from .token_framing import FrameDecoder, RunEncoder, chunk_payloads
+from .token_framing import MAX_FRAME_OUTPUT, FrameDecoder, RunEncoder, chunk_payloads
 
 __all__ = ["ZstdTokenDecoder", "ZstdTokenEncoder"]
+
+# python-zstandard cannot limit one call's output, so a payload goes in in slices: one
+# KiB of zstd input makes at most 32 MiB (256 four-byte RLE blocks of 128 KiB)
+_SLICE: Final = 1024
 
 
 class ZstdTokenEncoder(RunEncoder):
@@ -36,8 +42,8 @@ class ZstdTokenEncoder(RunEncoder):
 class ZstdTokenDecoder(FrameDecoder):
     """The receiving side: one decompressor for the session.
 
-    A DEFLATED_DATA payload is decompressed whole (python-zstandard has no output
-    limit), so one frame's output is bounded only by zstd's own ratio.
+    A payload's output is limited to MAX_FRAME_OUTPUT, checked after each input slice,
+    so a hostile frame costs at most that plus one slice's worth of memory.
     """
 
     def __init__(self) -> None:
@@ -45,7 +51,15 @@ class ZstdTokenDecoder(FrameDecoder):
         self._stream = zstandard.ZstdDecompressor().decompressobj()
 
     def decompress(self, payload: bytes) -> bytes:
+        out = bytearray()
+        view = memoryview(payload)
         try:
-            return self._stream.decompress(payload)
+            for offset in range(0, len(view), _SLICE):
+                out += self._stream.decompress(view[offset : offset + _SLICE])
+                if len(out) > MAX_FRAME_OUTPUT:
+                    raise RemoteProtocolError(
+                        "ZSTD decomp: compressed data expands too far", ExitCode.RERR_STREAMIO
+                    )
         except zstandard.ZstdError as e:
             raise RemoteProtocolError(f"ZSTD decomp returned {e}", ExitCode.RERR_STREAMIO) from None
+        return bytes(out)

@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -293,3 +294,27 @@ def test_compression_levels_follow_rsync() -> None:
         new_token_encoder("zlib", 0)
     with pytest.raises(ValueError):
         new_token_decoder("brotli")
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd"])
+def test_long_runs_stay_within_the_frame_output_limit(compression: str) -> None:
+    encoder = new_token_encoder(compression)
+    wire = encoder.literal(bytes(48 << 20)) + encoder.end()
+    decoder = new_token_decoder(compression)
+    buf = ReceiveBuffer(wire)
+    total = 0
+    while (item := decoder.next_token(buf)) is not END:
+        assert isinstance(item, Literal)
+        total += len(item.data)
+    assert total == 48 << 20
+
+
+def test_zstd_decompression_bombs_are_refused() -> None:
+    """One zstd frame can expand to hundreds of MiB; deflate's ~1032:1 limit keeps a
+    16383-byte zlib frame under 17 MiB, so only zstd needs the check."""
+    stream = zstandard.ZstdCompressor().compressobj()
+    bomb = stream.compress(bytes(64 << 20)) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    assert len(bomb) <= 16383
+    wire = bytes([0x40 | len(bomb) >> 8, len(bomb) & 0xFF]) + bomb + b"\0"
+    with pytest.raises(RemoteProtocolError):
+        new_token_decoder("zstd").next_token(ReceiveBuffer(wire))
