@@ -51,8 +51,6 @@ REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
     "append",
     "append-verify",
-    "backup",
-    "backup-dir",
     "delay-updates",
     "prune-empty-dirs",
     "remove-source-files",

@@ -20,6 +20,7 @@ from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.protocol.constants import IOERR_GENERAL, MSG_DELETED
 from rsyncd_py.protocol.flist import FLAG_CONTENT_DIR, FileEntry
 from rsyncd_py.protocol.flist_sort import sort_key
+from rsyncd_py.roles.backup import Backups
 from rsyncd_py.roles.transfer import Transfer
 from rsyncd_py.wire import Log
 
@@ -31,6 +32,7 @@ DEL_FOR_SYMLINK = 1 << 5
 DEL_FOR_DEVICE = 1 << 6
 DEL_FOR_SPECIAL = 1 << 7
 DEL_MAKE_ROOM = DEL_FOR_FILE | DEL_FOR_DIR | DEL_FOR_SYMLINK | DEL_FOR_DEVICE | DEL_FOR_SPECIAL
+DEL_FOR_BACKUP = 1 << 8  # removing an old backup that is in the way
 
 _MAKE_ROOM_DESC = {
     DEL_FOR_FILE: "regular file",
@@ -46,6 +48,7 @@ class Deleter:
 
     def __init__(self, t: Transfer) -> None:
         self.t = t
+        self.backups = Backups(t)
         self._warned_io_error = False
         self._filter_dirs: list[bytes] = []  # directories entered in the FilterSet
         # names each directory of the file list should contain (rsync's flist_find)
@@ -183,7 +186,9 @@ class Deleter:
                 t.skipped_deletes += 1
                 return False
             try:
-                if not t.dry_run:
+                if self._backs_up(rel, st, flags):
+                    ok = await self.backups.make(path, rel, st, self, keep=False)
+                elif not t.dry_run:
                     await t.fs.remove(path)
             except FsError as exc:
                 if exc.errno == errno.ENOTEMPTY and st.is_dir():
@@ -198,7 +203,7 @@ class Deleter:
                     )
                     ok = False
             else:
-                if not flags & DEL_MAKE_ROOM:
+                if ok and not flags & DEL_MAKE_ROOM:
                     self._log_delete(rel, st)
         if not ok and flags & DEL_MAKE_ROOM:
             desc = _MAKE_ROOM_DESC[flags & DEL_MAKE_ROOM]
@@ -246,6 +251,21 @@ class Deleter:
             counts.devices += 1
         elif not st.is_file():
             counts.specials += 1
+
+    def _backs_up(self, rel: bytes, st: Stat, flags: int) -> bool:
+        """delete.c delete_item: --backup keeps what is deleted, except old backups."""
+        backups = self.backups
+        return (
+            backups.enabled
+            and not st.is_dir()
+            and not flags & DEL_FOR_BACKUP
+            and not backups.is_backup_name(rel)
+        )
+
+    async def remove_backup(self, path: bytes, st: Stat) -> bool:
+        """backup.c make_backup: clear an old backup out of the way of a new one."""
+        flags = del_for_flag(st.mode) | DEL_FOR_BACKUP | DEL_RECURSE
+        return await self.delete_item(path, path, st, flags)
 
     async def make_room(self, entry: FileEntry, st: Stat, for_flag: int) -> bool:
         """Remove whatever is in the way of `entry` (DEL_FOR_*); True if it is gone."""

@@ -70,9 +70,9 @@ _YIELD_EVERY = 64  # entries between cooperative yields to the receiver task
 class Generator:
     """generator.c's statics and functions for one push session."""
 
-    def __init__(self, t: Transfer) -> None:
+    def __init__(self, t: Transfer, deleter: Deleter) -> None:
         self.t = t
-        self.deleter = Deleter(t)
+        self.deleter = deleter
         self.hlinks = HardLinks(self) if t.opts.preserve_hard_links else None
         # receiver events that arrived while phase 0 was still generating
         self._pending: deque[Redo | PhaseDone] = deque()
@@ -384,12 +384,14 @@ class Generator:
     async def _atomic_create(self, entry: FileEntry, path: bytes, st: Stat | None) -> bool:
         """generator.c atomic_create: make a symlink/device/special, replacing a non-dir."""
         t = self.t
-        if (
-            st is not None
-            and st.is_dir()
-            and not await self.deleter.make_room(entry, st, del_for_flag(entry.mode))
-        ):
-            return False
+        if st is not None:
+            if st.is_dir():
+                if not await self.deleter.make_room(entry, st, del_for_flag(entry.mode)):
+                    return False
+            elif self.deleter.backups.enabled:
+                name = t.display_name(entry)
+                if not await self.deleter.backups.make(path, name, st, self.deleter, keep=False):
+                    return False
         if t.dry_run:
             return True
         wanted = metadata.wanted_stat(t, entry, None)

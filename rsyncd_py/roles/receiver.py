@@ -36,6 +36,7 @@ from rsyncd_py.protocol.itemize import ItemRecord, read_ndx_and_attrs
 from rsyncd_py.protocol.stats import DeleteStats
 from rsyncd_py.protocol.sums import SumHead, read_sum_head
 from rsyncd_py.roles import metadata
+from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote
 from rsyncd_py.roles.transfer import FLAG_FILE_SENT, Finished, PhaseDone, Redo, Transfer
@@ -45,8 +46,9 @@ from rsyncd_py.wire import Log
 class Receiver:
     """receiver.c's state for one push session."""
 
-    def __init__(self, t: Transfer) -> None:
+    def __init__(self, t: Transfer, deleter: Deleter) -> None:
         self.t = t
+        self.deleter = deleter
         self.max_phase = 2 if t.protocol >= 29 else 1
         self.decoder = tokens.new_token_decoder(t.neg.compression, protocol=t.protocol)
         self.xfer_sum_len = checksums.digest_len(t.neg.checksum)
@@ -144,6 +146,12 @@ class Receiver:
             return
         if current is not None and not current.is_file():
             current = None
+        if current is not None and self.deleter.backups.enabled:
+            # rsync.c finish_transfer: keep the old version before the new one lands
+            name = t.display_name(entry)
+            if not await self.deleter.backups.make(path, name, current, self.deleter, keep=True):
+                await writer.abort()
+                return
         wanted = metadata.wanted_stat(t, entry, current, size=size, new_content=True)
         try:
             await writer.commit(wanted)

@@ -24,6 +24,7 @@ from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError, SessionErro
 from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.options import ServerOptions
+from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.destination import get_local_name, resolve_path
 from rsyncd_py.roles.flist_recv import receive_file_list, receive_filter_rules
 from rsyncd_py.roles.generator import Generator
@@ -88,8 +89,9 @@ async def do_server_recv(
 
 async def do_recv(t: Transfer) -> None:
     """Rsync main.c:do_recv: the generator and the receiver, side by side."""
-    generator = Generator(t)
-    receiver = Receiver(t)
+    deleter = Deleter(t)
+    generator = Generator(t, deleter)
+    receiver = Receiver(t, deleter)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(receiver.recv_files(), name="receiver")

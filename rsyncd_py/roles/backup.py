@@ -1,0 +1,109 @@
+"""--backup on the receiving side (backup.c make_backup, get_backup_name).
+
+Before an entry is replaced or deleted, its old version is kept under its backup name:
+NAME + --suffix ("~" by default) beside it, or --backup-dir/NAME + suffix (the suffix is
+empty then), relative to the destination directory. A regular file about to be replaced
+is hard-linked to the backup name, so it stays in place until the new version is
+renamed over it; anything else, and anything being deleted, is renamed. An old backup
+in the way is removed first. Directories are never backed up.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import TYPE_CHECKING
+
+from rsyncd_py.fs.base import FsError, Stat
+from rsyncd_py.roles.destination import resolve_path
+from rsyncd_py.roles.metadata import quote
+from rsyncd_py.roles.transfer import ACCESSPERMS, Transfer
+from rsyncd_py.wire import Log
+
+if TYPE_CHECKING:
+    from rsyncd_py.roles.delete import Deleter
+
+
+class Backups:
+    """Where backups go and how they are made, for one session."""
+
+    def __init__(self, t: Transfer) -> None:
+        self.t = t
+        opts = t.opts
+        self.enabled = opts.make_backups > 0
+        self.suffix = (opts.backup_suffix or "").encode("utf-8", "surrogateescape")
+        self.directory: bytes | None = None
+        if opts.backup_dir:
+            rel, _ = resolve_path(opts.backup_dir)
+            self.directory = rel if opts.backup_dir.startswith("/") else t.join(rel)
+
+    def is_backup_name(self, rel: bytes) -> bool:
+        """delete.c is_backup_file: a name --delete leaves alone (no --backup-dir)."""
+        return self.directory is None and bool(self.suffix) and rel.endswith(self.suffix)
+
+    def backup_path(self, rel: bytes) -> bytes:
+        """backup.c get_backup_name: the root-relative path of `rel`'s backup."""
+        if self.directory is None:
+            return self.t.join(rel) + self.suffix
+        return (self.directory + b"/" if self.directory else b"") + rel + self.suffix
+
+    async def make(
+        self, path: bytes, rel: bytes, st: Stat, deleter: Deleter, *, keep: bool
+    ) -> bool:
+        """backup.c make_backup: keep `path` (named `rel` for the client) as its backup.
+
+        With `keep` a regular file is hard-linked (it is about to be replaced, not
+        removed); otherwise the entry is moved. Returns False (reported) on failure.
+        """
+        t = self.t
+        target = self.backup_path(rel)
+        if t.dry_run:
+            return True
+        for attempt in range(2):
+            try:
+                if self.directory is not None:
+                    await self._make_parents(target)
+                if keep and st.is_file():
+                    await t.fs.link(target, path)
+                else:
+                    await t.fs.rename(path, target)
+                return True
+            except FsError as exc:
+                old = await self._lstat(target)
+                if attempt or old is None:
+                    t.wire.rprintf(
+                        Log.ERROR_XFER,
+                        f"rsync: [generator] keep_backup failed: {quote(path)} -> "
+                        f"{quote(target)}: {exc.strerror} ({exc.errno})\n",
+                    )
+                    return False
+                if not await deleter.remove_backup(target, old):
+                    return False
+        return False
+
+    async def _make_parents(self, target: bytes) -> None:
+        """backup.c make_bak_dir: create the missing directories above `target`."""
+        parts = target.split(b"/")[:-1]
+        for i in range(1, len(parts) + 1):
+            sub = b"/".join(parts[:i])
+            if await self._lstat(sub) is None:
+                mode = 0o040000 | (ACCESSPERMS & ~self.t.umask)
+                try:
+                    await self.t.fs.mkdir(
+                        sub,
+                        Stat(
+                            mode=mode,
+                            mtime_ns=time.time_ns(),
+                            uid=self.t.owner[0],
+                            gid=self.t.owner[1],
+                        ),
+                    )
+                except FsError as exc:
+                    if exc.errno != errno.EEXIST:
+                        raise
+
+    async def _lstat(self, path: bytes) -> Stat | None:
+        try:
+            return await self.t.fs.lstat(path)
+        except FsError:
+            return None
