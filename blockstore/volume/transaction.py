@@ -194,17 +194,22 @@ class Transaction:
             if newest_id != base_id:
                 target = volume.namespace(newest)
                 rebase(self.ns, self._base_root, target)
-            root = target.write()
-            volume.backend.flush()
-            self._verify(root)
-            now = time.time_ns()
-            if newest is not None:
-                now = max(now, newest.time_ns + 1000)
-            snap = Snapshot(
-                new_snapshot_id(now), root, now, volume.host, newest_id,
-                self._stats(stats),
-            )  # fmt: skip
-            volume.snapshots.put(snap)
+            to_write = self.ns.dirty_nodes()
+            try:
+                root = target.write()
+                volume.backend.flush()
+                self._verify(root)
+                now = time.time_ns()
+                if newest is not None:
+                    now = max(now, newest.time_ns + 1000)
+                snap = Snapshot(
+                    new_snapshot_id(now), root, now, volume.host, newest_id,
+                    self._stats(stats),
+                )  # fmt: skip
+                volume.snapshots.put(snap)
+            except BaseException:
+                self.ns.mark_dirty_again(to_write)  # so a retry writes them again
+                raise
             self.ns = target
             self._adopt(snap)
             return snap

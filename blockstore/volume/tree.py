@@ -198,6 +198,23 @@ class Namespace:
                 self.root_entry = replace(self.root_entry, subtree=self._write_node(self.root))
             return self.root_entry
 
+    def dirty_nodes(self) -> list[DirNode]:
+        """The nodes `write` would store (to mark them dirty again if the commit fails)."""
+        with self.lock:
+            found, stack = [], [self.root]
+            while stack:
+                node = stack.pop()
+                if node.dirty:
+                    found.append(node)
+                    stack.extend(node.children.values())
+            return found
+
+    def mark_dirty_again(self, nodes: list[DirNode]) -> None:
+        """Undo `write`'s bookkeeping after a failed commit: these must be written again."""
+        with self.lock:
+            for node in nodes:
+                node.dirty = True
+
     def _write_node(self, node: DirNode) -> bytes | None:
         assert node.entries is not None
         for name, child in node.children.items():

@@ -239,3 +239,19 @@ def test_stale_leases_are_taken_over(store: StoreHarness, caplog: pytest.LogCapt
     raw.put(LEASE_KEY, b'{"holder": "x", "host": "%s", "pid": 999999999, "since": 0, '
                        b'"expires": 99999999999999999999}' % os.uname().nodename.encode())
     Lease(raw).acquire()
+
+
+def test_commit_that_failed_writing_trees_can_be_retried(store: StoreHarness) -> None:
+    store.create()
+    volume = store.open(fault=FaultSpec(fail_nth_put=2, nth_error="permanent"))
+    tx = volume.begin()
+    tx.mkdir(b"d", dir_entry(b"d"))
+    put_file(tx, b"d/f", b"content")
+    volume.backend.flush()  # put 1: the pack with the block
+    with pytest.raises(StoreError, match="injected permanent fault on put #2"):
+        tx.commit()  # put 2: the pack with the trees fails
+    assert volume.latest() is None
+    snap = tx.commit()  # the same transaction, again: its trees are written again
+    assert snap is not None and read(volume, b"d/f") == b"content"
+    store.close(volume)
+    assert fsck(store.open(state="fresh"), read_data=True).ok
