@@ -204,22 +204,28 @@ class StoreFileWriter:
         if self._done:
             raise FsError(errno.EINVAL, "file writer already finished", self._path)
         try:
-            await self._hand_over()
             await self._wait()
-            if self._builder.size != st.size:
-                written_size = self._builder.size
-                raise FsError(
-                    errno.EINVAL, f"commit of {st.size} bytes after {written_size}", self._path
-                )
-            written = await self._fs.run(self._builder.finish)
+            batch, self._batch = self._batch, bytearray()
+            # the last batch, finish and the namespace update in one executor job: each
+            # hop costs GIL hand-offs, and a push of small files pays them per file
             entry = to_entry(self._path.rpartition(b"/")[2], st)
-            await self._fs.run(self._fs.tx_put_file, self._path, entry, written)
+            await self._fs.run(self._finish, batch, entry, st.size)
         except BaseException:
             await self.abort()
             raise
         self._done = True
         self._fs.writers.discard(self)
         await self._fs.after_operation()
+
+    def _finish(self, batch: bytearray, entry: TreeEntry, size: int) -> None:
+        """On the executor: store the last batch, finish the file, put it in the tree."""
+        if batch:
+            self._builder.write(batch)
+        if self._builder.size != size:
+            raise FsError(
+                errno.EINVAL, f"commit of {size} bytes after {self._builder.size}", self._path
+            )
+        self._fs.tx_put_file(self._path, entry, self._builder.finish())
 
     async def abort(self) -> None:
         if self._done:
