@@ -45,6 +45,10 @@ def _pump(src: int, dst: int, log: Path) -> None:
 
 
 def _run_captured(command: str, capture_dir: Path) -> int:
+    # rsync hands its remote shell non-blocking socket ends (util1.c:fd_pair); the pumps
+    # below use plain blocking os.read/os.write, which would die on EAGAIN under load.
+    for fd in (0, 1):
+        os.set_blocking(fd, True)
     capture_dir.mkdir(parents=True, exist_ok=True)
     n = len(list(capture_dir.glob("*.cmd")))
     (capture_dir / f"{n}.cmd").write_text(command + "\n")

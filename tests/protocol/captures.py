@@ -12,8 +12,7 @@ from pathlib import Path
 
 MPLEX_BASE = 7
 _TAGS = (0, 1, 2, 3, 4, 22, 42, 86, 100, 101, 102)
-# tools/fake_rsh.py, started with blocking descriptors (see blocking_rsh.py)
-CAPTURE_RSH = Path(__file__).resolve().parent / "blocking_rsh.py"
+CAPTURE_RSH = Path(__file__).resolve().parents[2] / "tools" / "fake_rsh.py"
 REPLAY_RSH = Path(__file__).resolve().parent / "replay_rsh.py"
 RSYNC = shutil.which("rsync")
 
