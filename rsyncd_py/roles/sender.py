@@ -77,17 +77,17 @@ async def send_files(wire: Wire, fs: FileSystem, opts: ServerOptions, neg: Negot
 
 
 def recorded_digest(reader: object, name: str) -> bytes | None:
-    """The whole-file digest of `name` the file system recorded, in rsync's byte order.
+    """The whole-file digest `name` the file system recorded, in rsync's byte order.
 
-    A FileReader may offer ``recorded_digest(name) -> bytes | None`` (the digest as the
-    hash library's ``digest()`` returns it) for digests it stored when the file was
-    written; only unseeded digests can be reused, which is every whole-file and -c sum
-    from protocol 30 on.
+    A FileReader may carry ``digests`` -- {algorithm: digest as the hash library's
+    ``digest()`` returns it} recorded when the file was written (the store's
+    `StoreFileReader.digests`: xxh128 always, md5 when enabled). Only unseeded sums can
+    be reused: every whole-file and -c sum from protocol 30 on.
     """
-    lookup = getattr(reader, "recorded_digest", None)
-    if lookup is None:
+    digests = getattr(reader, "digests", None)
+    if not isinstance(digests, dict):
         return None
-    digest = lookup(name)
+    digest = digests.get(name)
     if not isinstance(digest, bytes) or len(digest) != checksums.digest_len(name):
         return None
     return digest[::-1] if name.startswith("xxh") else digest
