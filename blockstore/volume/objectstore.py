@@ -63,10 +63,14 @@ class ObjectStore:
     def put_tree(self, data: bytes) -> bytes:
         """Store one tree or list object (unless present); return its id."""
         tree_id = self.hasher.digest(data)
+        self.store_tree(tree_id, data)
+        return tree_id
+
+    def store_tree(self, tree_id: bytes, data: bytes) -> None:
+        """Store a tree or list object whose id the caller computed (unless present)."""
         if self._put_once(tree_key(tree_id), data):
             with self._lock:
                 self.counters.trees_new += 1
-        return tree_id
 
     def get_block(self, block_id: bytes, length: int) -> bytes:
         """Fetch a block and check it has the length its block list records."""

@@ -22,17 +22,22 @@ Commit protocol (the order is what makes a crash harmless):
 
 States: open -> (commit | checkpoint -> open) ... -> closed (after commit or abort).
 A failed commit leaves the transaction open with its changes, so the caller may retry.
+Changes and commits exclude each other (`_mutex`): a change arriving from another task
+of the session while a checkpoint runs waits for it. After each commit the transaction
+continues on a fresh namespace of the new snapshot, so memory is bounded by what one
+checkpoint interval touches, not by the whole session.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from blockstore.backend import StoreError
 from blockstore.volume.blockid import ID_SIZE, block_key, tree_key
@@ -46,6 +51,20 @@ if TYPE_CHECKING:
     from blockstore.volume.volume import Volume
 
 RESERVED_ROOT_NAME = b".snapshots"  # the read-only snapshot view lives here
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _exclusive(method: _F) -> _F:
+    """Run a transaction method under its mutex (changes and commits exclude each other)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Transaction, *args: Any, **kwargs: Any) -> Any:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class MissingObjectsError(StoreError):
@@ -63,7 +82,10 @@ class Transaction:
         self._referenced = bytearray()  # kind byte + id of each object new content uses
         self._files = 0
         self._bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the counters below
+        # held by every change and across a whole commit: a change made while a commit
+        # runs waits for it rather than landing in a namespace about to be replaced
+        self._mutex = threading.RLock()
         self._requests_at_start = volume.request_stats()
         self.closed = False
 
@@ -87,6 +109,7 @@ class Transaction:
         if existing is not None and existing.is_dir():
             raise NamespaceError(errno.EISDIR, "Is a directory", path)
 
+    @_exclusive
     def put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None:
         """Commit a finished file at `path` (replacing a non-directory entry)."""
         self.check_new_file(path)
@@ -96,12 +119,14 @@ class Transaction:
             self._files += 1
             self._bytes += written.content.size
 
+    @_exclusive
     def mkdir(self, path: bytes, entry: TreeEntry) -> None:
         self._check_parent(path)
         if self.ns.lookup(path) is not None:
             raise NamespaceError(errno.EEXIST, "File exists", path)
         self.ns.put(path, replace(entry, subtree=None, content=None))
 
+    @_exclusive
     def put_special(self, path: bytes, entry: TreeEntry) -> None:
         """Create a symlink, device, fifo or socket, replacing a non-directory entry."""
         self._check_parent(path)
@@ -110,6 +135,7 @@ class Transaction:
             raise NamespaceError(errno.EEXIST, "File exists", path)
         self.ns.put(path, replace(entry, subtree=None, content=None))
 
+    @_exclusive
     def link(self, path: bytes, existing_path: bytes) -> None:
         """Make `path` a hard link to the regular file at `existing_path`."""
         existing = self.ns.lookup(existing_path)
@@ -126,6 +152,7 @@ class Transaction:
             self.ns.put(existing_path, existing)
         self.ns.put(path, existing)
 
+    @_exclusive
     def set_meta(self, path: bytes, entry: TreeEntry) -> None:
         """Set permissions, ownership, times, xattrs and ACL from `entry`.
 
@@ -140,6 +167,7 @@ class Transaction:
         )  # fmt: skip
         self.ns.put(path, updated)
 
+    @_exclusive
     def rename(self, old: bytes, new: bytes) -> None:
         """Move the entry at `old` to `new`, with POSIX rename rules."""
         source = self._existing(old)
@@ -158,6 +186,7 @@ class Transaction:
                 raise NamespaceError(errno.ENOTEMPTY, "Directory not empty", new)
         self.ns.move(old, new)
 
+    @_exclusive
     def remove(self, path: bytes) -> None:
         """Remove a non-directory entry or an empty directory."""
         current = self._existing(path)
@@ -178,6 +207,7 @@ class Transaction:
         self.closed = True
         return snap
 
+    @_exclusive
     def checkpoint(self, stats: Mapping[str, int] | None = None) -> Snapshot | None:
         """Commit what is complete so far and keep the transaction open."""
         self._check_open()
@@ -210,10 +240,10 @@ class Transaction:
             except BaseException:
                 self.ns.mark_dirty_again(to_write)  # so a retry writes them again
                 raise
-            self.ns = target
             self._adopt(snap)
             return snap
 
+    @_exclusive
     def abort(self) -> None:
         """Drop every change not yet committed."""
         self.closed = True
@@ -221,9 +251,12 @@ class Transaction:
     # -- internals ---------------------------------------------------------------------
 
     def _adopt(self, snap: Snapshot | None) -> None:
-        """Continue from `snap` (just written, or newer than our unchanged base)."""
-        moved_on = snap is not None and (self.base is None or snap.id != self.base.id)
-        if moved_on and (self.ns.root.dirty or self.ns.root_entry != snap.root):
+        """Continue from `snap` (just written, or newer than our unchanged base).
+
+        A fresh namespace replaces the old one, dropping every loaded directory: a long
+        session's memory is bounded by what it touches between two checkpoints.
+        """
+        if snap is not None and (self.base is None or snap.id != self.base.id):
             self.ns = self.volume.namespace(snap)
         self.base = snap
         self._base_root = snap.root if snap is not None else empty_root()

@@ -13,10 +13,11 @@ loaded from, which is what a rebase diffs against). A new directory is dirty wit
 `base_tree = None`.
 
 Concurrency: one lock guards the node graph. Tree objects are fetched *outside* the
-lock and installed under it if still needed, so a slow GET never blocks callers that
-only touch loaded nodes (the async adapter answers those on the event loop via
-`lookup_cached`). Decoded trees are shared between namespaces through `TreeCache`
-(read-only tuples; a node copies them into its own dict).
+lock and installed under it if still needed, and `write` encodes under the lock but
+uploads after releasing it, so a slow request never blocks callers that only touch
+loaded nodes (the async adapter answers those on the event loop via `lookup_cached`).
+Decoded trees are shared between namespaces through `TreeCache` (read-only tuples; a
+node copies them into its own dict).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ NEEDS_IO = object()  # returned by `lookup_cached` when the answer needs a tree 
 class TreeCache:
     """A bounded LRU of decoded tree objects, shared by all namespaces of a volume."""
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 50_000) -> None:
         self._trees: OrderedDict[bytes, tuple[TreeEntry, ...]] = OrderedDict()
         self._entries = 0
         self._max = max_entries
@@ -192,11 +193,20 @@ class Namespace:
     # -- writing ---------------------------------------------------------------------
 
     def write(self) -> TreeEntry:
-        """Store every dirty directory (bottom-up); return the new root entry."""
+        """Store every dirty directory (bottom-up); return the new root entry.
+
+        The trees are encoded and named under the lock (CPU only) and uploaded after it
+        is released, so lookups of loaded directories never wait for the store.
+        """
+        encoded: list[tuple[bytes, bytes]] = []
         with self.lock:
             if self.root.dirty:
-                self.root_entry = replace(self.root_entry, subtree=self._write_node(self.root))
-            return self.root_entry
+                subtree = self._write_node(self.root, encoded)
+                self.root_entry = replace(self.root_entry, subtree=subtree)
+            root = self.root_entry
+        for tree_id, data in encoded:
+            self.objects.store_tree(tree_id, data)
+        return root
 
     def dirty_nodes(self) -> list[DirNode]:
         """The nodes `write` would store (to mark them dirty again if the commit fails)."""
@@ -215,16 +225,19 @@ class Namespace:
             for node in nodes:
                 node.dirty = True
 
-    def _write_node(self, node: DirNode) -> bytes | None:
+    def _write_node(self, node: DirNode, encoded: list[tuple[bytes, bytes]]) -> bytes | None:
         assert node.entries is not None
         for name, child in node.children.items():
             if child.dirty:
-                node.entries[name] = replace(node.entries[name], subtree=self._write_node(child))
+                subtree = self._write_node(child, encoded)
+                node.entries[name] = replace(node.entries[name], subtree=subtree)
         node.dirty = False
         if not node.entries:
             node.base_tree = None
             return None
-        tree_id = self.objects.put_tree(encode_tree(sorted(node.entries.values(), key=_name)))
+        data = encode_tree(sorted(node.entries.values(), key=_name))
+        tree_id = self.objects.hasher.digest(data)
+        encoded.append((tree_id, data))
         node.base_tree = tree_id
         return tree_id
 
