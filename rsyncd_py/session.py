@@ -53,8 +53,6 @@ REFUSED_OPTIONS: tuple[str, ...] = (
     "append-verify",
     "delay-updates",
     "prune-empty-dirs",
-    "remove-source-files",
-    "remove-sent-files",
     "usermap",
     "groupmap",
     "chown",

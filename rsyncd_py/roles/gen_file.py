@@ -74,6 +74,7 @@ class FileRequests:
                 await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
                 self.g.itemize(entry, ndx, st, 0)
                 await self.g.finish_hard_link(entry, ndx, path, st)
+                self.g.send_success(ndx, up_to_date=True)
                 return
             if t.do_xfers and not t.whole_file and st.size > 0:
                 try:

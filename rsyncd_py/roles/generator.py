@@ -32,6 +32,7 @@ from rsyncd_py.protocol.constants import (
     ITEM_IS_NEW,
     ITEM_LOCAL_CHANGE,
     ITEM_REPORT_CHANGE,
+    MSG_SUCCESS,
     NDX_DEL_STATS,
     NDX_DONE,
     SIGNIFICANT_ITEM_FLAGS,
@@ -44,6 +45,7 @@ from rsyncd_py.protocol.flist import (
     is_device,
     is_special,
 )
+from rsyncd_py.protocol.ints import pack_int
 from rsyncd_py.protocol.itemize import pack_item
 from rsyncd_py.roles import metadata
 from rsyncd_py.roles.delete import (
@@ -194,6 +196,16 @@ class Generator:
                     await self.recv_generator(entry, event.ndx)
                 finally:
                     self.redo = False
+
+    def send_success(self, ndx: int, *, up_to_date: bool) -> None:
+        """generator.c return_with_success: tell a --remove-source-files sender it may go.
+
+        Up-to-date items count only for --remove-source-files (1), not for the old
+        --remove-sent-files (2); a dry run removes nothing.
+        """
+        mode = self.t.opts.remove_source_files
+        if mode and (mode == 1 or not up_to_date) and not self.t.dry_run:
+            self.t.wire.send_msg(MSG_SUCCESS, pack_int(ndx))
 
     def write_ndx(self, ndx: int) -> None:
         t = self.t
@@ -354,6 +366,7 @@ class Generator:
             await set_file_attrs(t, path, entry, st, report=True)
             self.itemize(entry, ndx, st, 0)
             await self.finish_hard_link(entry, ndx, path, st)
+            self.send_success(ndx, up_to_date=True)
             return
         if await self._atomic_create(entry, path, st):
             self.itemize(
@@ -363,6 +376,7 @@ class Generator:
                 ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE,
             )
             await self.finish_hard_link(entry, ndx, path, None)
+            self.send_success(ndx, up_to_date=False)  # --remove-sent-files removes links
 
     async def _generate_node(
         self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
@@ -376,10 +390,12 @@ class Generator:
                 await set_file_attrs(t, path, entry, st, report=True)
                 self.itemize(entry, ndx, st, 0)
                 await self.finish_hard_link(entry, ndx, path, st)
+                self.send_success(ndx, up_to_date=True)
                 return
         if await self._atomic_create(entry, path, st):
             self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
             await self.finish_hard_link(entry, ndx, path, None)
+            self.send_success(ndx, up_to_date=True)
 
     async def _atomic_create(self, entry: FileEntry, path: bytes, st: Stat | None) -> bool:
         """generator.c atomic_create: make a symlink/device/special, replacing a non-dir."""

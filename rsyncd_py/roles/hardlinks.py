@@ -123,6 +123,8 @@ class HardLinks:
             t.wire.rprintf(Log.ERROR_XFER, _stat_failed(leader_path))
             return True
         await self._maybe_hard_link(entry, ndx, path, st, (leader_path, leader_st, prev.name))
+        if t.do_xfers:
+            self.g.send_success(ndx, up_to_date=True)
         entry.flags |= FLAG_HLINK_DONE
         return True
 
@@ -147,6 +149,8 @@ class HardLinks:
             await self._maybe_hard_link(
                 member, waiting, member_path, member_st, (path, st, entry.name)
             )
+            if t.do_xfers:
+                self.g.send_success(waiting, up_to_date=True)
             waiting = following
 
     async def skipped(self, entry: FileEntry, ndx: int) -> None:

@@ -27,11 +27,12 @@ from rsyncd_py.protocol.constants import (
     FNAMECMP_FNAME,
     ITEM_IS_NEW,
     ITEM_TRANSFER,
+    MSG_SUCCESS,
     NDX_DONE,
 )
 from rsyncd_py.protocol.errors import ExitCode, ProtocolError, SessionError
 from rsyncd_py.protocol.flist import FileEntry
-from rsyncd_py.protocol.ints import read_item
+from rsyncd_py.protocol.ints import pack_int, read_item
 from rsyncd_py.protocol.itemize import ItemRecord, read_ndx_and_attrs
 from rsyncd_py.protocol.stats import DeleteStats
 from rsyncd_py.protocol.sums import SumHead, read_sum_head
@@ -158,6 +159,8 @@ class Receiver:
         except FsError as exc:
             metadata.report_fs_error(t, exc, f"rename {quote(path)} failed")
             return
+        if t.opts.remove_source_files:
+            t.wire.send_msg(MSG_SUCCESS, pack_int(ndx))  # the sender may remove its copy
         if is_hlinked(entry):
             t.to_generator.put_nowait(Finished(ndx, ok=True))  # link the group to it
 
