@@ -8,6 +8,7 @@
 #   python3-dev, gcc                the virtualenv and the C extensions pip may have to build
 #   ca-certificates                 pip talks HTTPS to PyPI
 #   util-linux                      taskset (CPU pinning in the benchmarks)
+#   acl                             setfacl/getfacl: the -A interop tests set and compare ACLs
 #
 # Silent and quick when everything is present, so `make` can run it every time.
 # Needs root, or sudo for a normal user.
@@ -16,7 +17,7 @@ want=(
     rsync openssh-client openssh-server
     fuse3 libfuse3-dev pkg-config
     python3 python3-venv python3-dev gcc
-    ca-certificates util-linux
+    ca-certificates util-linux acl
 )
 missing=()
 for pkg in "${want[@]}"; do
