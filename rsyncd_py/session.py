@@ -51,7 +51,6 @@ REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
     "append",
     "append-verify",
-    "delay-updates",
     "prune-empty-dirs",
     "usermap",
     "groupmap",
