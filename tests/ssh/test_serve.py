@@ -273,6 +273,16 @@ def test_default_data_dir_store_pull(rsyncd_serve_factory: object, tmp_path: Pat
     pull = server.rsync("-a", server.dest("docs/"), f"{back}/")
     assert pull.returncode == 0, pull.stderr
     assert _tree(back) == _tree(source)
+    # README step 4: an older snapshot, after the tree changed.
+    (source / "file0.txt").write_bytes(b"changed")
+    assert server.rsync("-a", f"{source}/", server.dest("docs/")).returncode == 0
+    listed = _cli("snapshots", "--store", str(server.data_dir / "store"), env={})
+    first = listed.stdout.split()[0]
+    older = tmp_path / "older"
+    pull = server.rsync("-a", server.dest(f"/.snapshots/{first}/docs/"), f"{older}/")
+    assert pull.returncode == 0, pull.stderr
+    assert (older / "file0.txt").read_bytes() != b"changed"
+    assert set(_tree(older)) == set(_tree(source))
     assert server.stop() == 0
 
 
@@ -302,6 +312,11 @@ def test_encrypted_s3_store_as_in_the_readme(
     source = _make_source(tmp_path / "src", big=1 << 20)
     push = server.rsync("-a", f"{source}/", server.dest("documents/"))
     assert push.returncode == 0, push.stderr
+    if not NO_SENDER:
+        back = tmp_path / "back"
+        pull = server.rsync("-a", server.dest("documents/"), f"{back}/")
+        assert pull.returncode == 0, pull.stderr
+        assert _tree(back) == _tree(source)
     assert server.stop() == 0  # commits and releases the store
     listed = _cli("snapshots", "--store", url, "--key-file", key_file, env=moto_s3.env)
     assert listed.returncode == 0, listed.stderr
