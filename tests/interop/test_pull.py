@@ -303,3 +303,34 @@ def test_delta_of_a_one_percent_change(ours: Target, rsync_harness: RsyncHarness
         stats=("Number of regular files transferred", "Total file size", "Literal data"),
     )
     assert r.tree is not None and r.tree[b"big"].digest == snapshot(src)[b"big"].digest
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lh:src/",),
+        ("lh:src",),
+        ("-r", "lh:src/"),
+        ("-l", "lh:src/"),
+        ("lh:src/dir/",),
+        ("lh:src/*",),
+        ("-r", "--exclude=d*", "lh:src/"),
+        ("-rR", "lh:src/./dir"),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_list_only_output_is_identical(
+    args: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
+) -> None:
+    """``rsync host:path`` (no destination) prints exactly what it prints for real rsync."""
+    h = rsync_harness
+    oracle = h.oracle()
+    results = []
+    for target in (oracle, ours):
+        serve_tree(h, target, varied_tree)
+        results.append(h.run(target, list(args), tree=None))
+    o, r = results
+    assert (r.returncode, r.stdout) == (o.returncode, o.stdout), (
+        f"\n--- oracle ---\n{o.describe(200)}\n--- ours ---\n{r.describe(200)}"
+    )
+    assert o.returncode == 0 and o.stdout.endswith(b"\n")
