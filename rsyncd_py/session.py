@@ -51,7 +51,6 @@ REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
     "append",
     "append-verify",
-    "prune-empty-dirs",
     "usermap",
     "groupmap",
     "chown",

@@ -18,7 +18,7 @@ of equal names wins). Deactivated entries keep their index: both sides count the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rsyncd_py.protocol.flist import FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR, FileEntry
 
@@ -72,3 +72,23 @@ def sort_and_clean(entries: Sequence[FileEntry], protocol: int) -> list[FileEntr
         if entry.name.startswith(b"/"):
             entry.name = entry.name.lstrip(b"/") or b"."
     return ordered
+
+
+def prune_empty_dirs(entries: Sequence[FileEntry], keep_dir: Callable[[bytes], bool]) -> None:
+    """Drop directories with nothing but empty directories below them (-m).
+
+    flist.c flist_sort_and_clean does this on the receiver with --prune-empty-dirs.
+    A directory stays if some non-directory is inside it, or if `keep_dir(name)` says
+    so for it or a directory inside it (rsync keeps the dirs its filter rules match).
+    The top directory always stays. Dropped entries become inactive, keeping their index.
+    """
+    keep: set[bytes] = set()
+    for entry in entries:
+        if not entry.active or (entry.is_dir() and not keep_dir(entry.name)):
+            continue
+        parts = entry.name.split(b"/")
+        for depth in range(1, len(parts) + 1):
+            keep.add(b"/".join(parts[:depth]))
+    for entry in entries:
+        if entry.active and entry.is_dir() and entry.name != b"." and entry.name not in keep:
+            entry.active = False

@@ -22,6 +22,7 @@ from rsyncd_py.protocol.constants import (
 )
 from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError, SessionError
 from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
+from rsyncd_py.protocol.flist_sort import prune_empty_dirs
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.roles.delete import Deleter
@@ -62,6 +63,8 @@ async def do_server_recv(
         owner=owner,
         filters=_filter_set(rules, opts, neg.protocol),
     )
+    if opts.prune_empty_dirs:
+        prune_empty_dirs(t.entries, lambda name: _filter_keeps(t.filters, name))
     t.note_io_error(received.io_error)
     t.io_error |= wire.io_error
     wire.on_message(MSG_IO_ERROR, lambda payload: _peer_io_error(t, payload))
@@ -151,6 +154,13 @@ def exit_code_for(t: Transfer) -> int:
     if io_error & IOERR_GENERAL or t.wire.got_xfer_error:
         code = ExitCode.RERR_PARTIAL
     return int(code)
+
+
+def _filter_keeps(filters: FilterSet | None, name: bytes) -> bool:
+    """Whether the rules name directory `name` (exclude.c is_excluded, ALL_FILTERS)."""
+    if filters is None:
+        return False
+    return filters.excluded(name, True) or filters.protected(name, True)
 
 
 def _filter_set(rules: list[bytes], opts: ServerOptions, protocol: int) -> FilterSet | None:
