@@ -317,7 +317,7 @@ def test_delta_of_a_one_percent_change(ours: Target, rsync_harness: RsyncHarness
         ("-r", "--exclude=d*", "lh:src/"),
         ("-rR", "lh:src/./dir"),
     ],
-    ids=lambda args: " ".join(args),
+    ids=" ".join,
 )
 def test_list_only_output_is_identical(
     args: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
