@@ -4,7 +4,8 @@ The daemon mode returns once the mount is up and `umount` ends it; start-up erro
 one line and exit status 1 with nothing left mounted; SIGINT and SIGTERM unmount a
 foreground mount cleanly (exit 0); `.snapshots` picks up snapshots committed while
 mounted (the root stays on the one it started with); `--snapshot` picks the root; and
-a tree pushed by the stock rsync client reads back identical through the mount.
+a tree pushed by the stock rsync client reads back identical through the mount; and an S3
+store (moto over HTTP) mounts the same way.
 """
 
 from __future__ import annotations
@@ -167,3 +168,15 @@ def test_a_tree_pushed_by_rsync_reads_back_identical(tmp_path: Path, mounter: Mo
     mount = mounter.mount(url)
     # plain -a carries no hard links: hard-a and hard-b arrive as two files
     assert_same_tree(snapshot(src), snapshot(mount.path), ignore={"links"})
+
+
+def test_an_s3_store_mounts(s3_url: str, tmp_path: Path, mounter: Mounter) -> None:
+    """The same view over a bucket (moto over HTTP), read-ahead fetching in parallel."""
+    create_store(s3_url, volume=VolumeParams().to_config())
+    data = os.urandom(3 << 20)
+    first = _commit(s3_url, tmp_path / "writer", b"blob", data)
+    later = _commit(s3_url, tmp_path / "writer", b"blob", b"replaced")
+    mount = mounter.mount(s3_url)  # s3_url put the endpoint and credentials in os.environ
+    assert (mount.path / "blob").read_bytes() == b"replaced"
+    assert os.listdir(mount.path / ".snapshots") == [first, later]
+    assert (mount.path / ".snapshots" / first / "blob").read_bytes() == data
