@@ -3,9 +3,9 @@
 The daemon mode returns once the mount is up and `umount` ends it; start-up errors are
 one line and exit status 1 with nothing left mounted; SIGINT and SIGTERM unmount a
 foreground mount cleanly (exit 0); `.snapshots` picks up snapshots committed while
-mounted (the root stays on the one it started with); `--snapshot` picks the root; and
-a tree pushed by the stock rsync client reads back identical through the mount; and an S3
-store (moto over HTTP) mounts the same way.
+mounted (the root stays on the one it started with); `--snapshot` picks the root; a
+tree pushed by the stock rsync client reads back identical through the mount; and an
+S3 store (moto over HTTP) mounts the same way.
 """
 
 from __future__ import annotations
