@@ -51,7 +51,7 @@ def put_bytes(tx: Transaction, volume: Volume, path: bytes, entry: TreeEntry,
     tx.put_file(path, entry, builder.finish())
 
 
-def _sparse_pieces(path: bytes) -> Iterable[Piece]:
+def sparse_pieces(path: bytes) -> Iterable[Piece]:
     """The data and holes of a local file, read with SEEK_DATA/SEEK_HOLE."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -97,7 +97,7 @@ def import_tree(tx: Transaction, volume: Volume, src: Path) -> None:
                 if first is not None:
                     tx.link(rel, first)
                     continue
-                put_bytes(tx, volume, rel, entry, _sparse_pieces(full))
+                put_bytes(tx, volume, rel, entry, sparse_pieces(full))
                 if st.st_nlink > 1:
                     links[(st.st_dev, st.st_ino)] = rel
             else:

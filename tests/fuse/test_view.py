@@ -25,7 +25,7 @@ import pytest
 
 from blockstore.factory import create_store
 from blockstore.volume import ChunkParams, Snapshot, VolumeParams, open_volume
-from tests.fuse.builders import _sparse_pieces, entry_of, import_tree, put_bytes
+from tests.fuse.builders import entry_of, import_tree, put_bytes, sparse_pieces
 from tests.fuse.mounts import Mount, Mounter, require_fuse
 from tests.helpers.trees import Tree, assert_same_tree, build_varied_tree, snapshot, write_file
 
@@ -145,7 +145,7 @@ def test_inode_numbers_are_stable_and_hard_links_share_one(history: History) -> 
 
 def test_sparse_files_stay_sparse(history: History) -> None:
     mounted = history.mount.path / "sparse"
-    data = sum(len(p) for p in _sparse_pieces(os.fsencode(history.src / "sparse"))
+    data = sum(len(p) for p in sparse_pieces(os.fsencode(history.src / "sparse"))
                if isinstance(p, bytes))
     st = os.stat(mounted)
     assert st.st_size == SPARSE_SIZE
