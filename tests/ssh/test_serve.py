@@ -2,13 +2,12 @@
 
 The transport's behaviour in detail is in test_transport.py (in-process, stand-in
 session); here the whole product runs: CLI, host key handling, start-up line, signals,
-and rsync pushes and pulls through ``rsyncd_py.session.run_server``. Tests that need a
-part another engineer has not landed yet are strict xfails naming the gap.
+and rsync pushes and pulls through ``rsyncd_py.session.run_server`` into a plain
+directory (``--root``), the default local store and an encrypted S3 store (moto).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import stat
@@ -24,43 +23,6 @@ import pytest
 from tests.helpers.ssh_keys import ServeHandle, ssh_env
 
 REFUSAL = b"rsyncd-py: only rsync server commands are allowed\n"
-
-
-def _missing(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is None
-    except ModuleNotFoundError:
-        return True
-
-
-NO_LOCAL_FS = _missing("rsyncd_py.fs.local")
-NO_SESSION = _missing("rsyncd_py.session")
-NO_SENDER = _missing("rsyncd_py.roles.sender")
-NO_PACKS = _missing("blockstore.layers.pack")
-
-needs_local_fs = pytest.mark.xfail(
-    NO_LOCAL_FS, reason="rsyncd_py.fs.local (LocalProvider, --root) not landed", strict=True
-)
-needs_push = pytest.mark.xfail(
-    NO_SESSION or NO_LOCAL_FS,
-    reason="rsyncd_py.session.run_server / LocalProvider not landed",
-    strict=True,
-)
-needs_pull = pytest.mark.xfail(
-    NO_SESSION or NO_LOCAL_FS or NO_SENDER,
-    reason="the pull role (rsyncd_py.roles.sender) not landed",
-    strict=True,
-)
-needs_store = pytest.mark.xfail(
-    NO_SESSION or NO_PACKS,
-    reason="run_server or the pack layer (StoreProvider.open) not landed",
-    strict=True,
-)
-needs_store_pull = pytest.mark.xfail(
-    NO_SESSION or NO_PACKS or NO_SENDER,
-    reason="the pull role (rsyncd_py.roles.sender) or the pack layer not landed",
-    strict=True,
-)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -82,7 +44,6 @@ def _make_source(root: Path, files: int = 20, big: int = 0) -> Path:
     return root
 
 
-@needs_local_fs
 def test_start_up_line_and_host_key(rsyncd_serve: ServeHandle) -> None:
     log = rsyncd_serve.log_text()
     assert f"listening on 127.0.0.1:{rsyncd_serve.port}" in log
@@ -93,7 +54,6 @@ def test_start_up_line_and_host_key(rsyncd_serve: ServeHandle) -> None:
     assert Path(f"{key_file}.pub").read_bytes().startswith(b"ssh-ed25519 ")
 
 
-@needs_local_fs
 def test_host_key_is_kept_across_restarts(rsyncd_serve_factory: object, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -105,7 +65,6 @@ def test_host_key_is_kept_across_restarts(rsyncd_serve_factory: object, tmp_path
     assert "generated a new host key" not in second.log_text()
 
 
-@needs_local_fs
 def test_sigterm_stops_cleanly(rsyncd_serve: ServeHandle) -> None:
     assert rsyncd_serve.stop(signal.SIGTERM) == 0
     log = rsyncd_serve.log_text()
@@ -113,7 +72,6 @@ def test_sigterm_stops_cleanly(rsyncd_serve: ServeHandle) -> None:
     assert log.rstrip().endswith("stopped")
 
 
-@needs_local_fs
 def test_lockdown_through_the_cli(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     refused = rsyncd_serve.ssh(f"rsync --server . x; touch {canary}")
@@ -131,9 +89,7 @@ def test_lockdown_through_the_cli(rsyncd_serve: ServeHandle, tmp_path: Path) -> 
         (["--listen", "nonsense"], "expected HOST:PORT"),
         (["--root", "/nonexistent/dir"], "not a directory"),
         (["--root", "/", "--ciphers", "rot13"], "--ciphers: unknown rot13"),
-        pytest.param(
-            ["--listen", "203.0.113.1:2222", "--root", "/"], "cannot listen", marks=needs_local_fs
-        ),
+        (["--listen", "203.0.113.1:2222", "--root", "/"], "cannot listen"),
     ],
 )
 def test_start_up_errors_are_one_clear_line(
@@ -156,7 +112,6 @@ def test_start_up_errors_are_one_clear_line(
     assert "rsyncd-py serve: " in result.stderr and message in result.stderr
 
 
-@needs_push
 def test_push_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     source = _make_source(tmp_path / "src", big=3 << 20)
     push = rsyncd_serve.rsync("-a", f"{source}/", rsyncd_serve.dest("backup/"))
@@ -168,7 +123,6 @@ def test_push_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None
     assert "end: exit 0" in log
 
 
-@needs_pull
 def test_pull_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     assert rsyncd_serve.root is not None
     source = _make_source(rsyncd_serve.root / "backup", big=3 << 20)
@@ -178,7 +132,6 @@ def test_pull_with_real_rsync(rsyncd_serve: ServeHandle, tmp_path: Path) -> None
     assert _tree(back) == _tree(source)
 
 
-@needs_push
 def test_read_only_key_cannot_push(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     assert rsyncd_serve.root is not None
     (rsyncd_serve.root / "shared").mkdir()
@@ -190,7 +143,6 @@ def test_read_only_key_cannot_push(rsyncd_serve: ServeHandle, tmp_path: Path) ->
     assert os.listdir(rsyncd_serve.root / "shared") == []
 
 
-@needs_pull
 def test_read_only_key_can_pull(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     assert rsyncd_serve.root is not None
     (rsyncd_serve.root / "shared").mkdir()
@@ -201,7 +153,6 @@ def test_read_only_key_can_pull(rsyncd_serve: ServeHandle, tmp_path: Path) -> No
     assert (tmp_path / "got" / "a.txt").read_bytes() == b"hello"
 
 
-@needs_push
 def test_two_concurrent_pushes(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     sources = [_make_source(tmp_path / f"src{i}", files=30, big=2 << 20) for i in range(2)]
     results: list[subprocess.CompletedProcess[bytes]] = [None, None]  # type: ignore[list-item]
@@ -220,7 +171,6 @@ def test_two_concurrent_pushes(rsyncd_serve: ServeHandle, tmp_path: Path) -> Non
         assert _tree(rsyncd_serve.root / f"dst{i}") == _tree(sources[i])
 
 
-@needs_push
 def test_server_survives_a_client_killed_mid_transfer(
     rsyncd_serve: ServeHandle, tmp_path: Path
 ) -> None:
@@ -258,7 +208,6 @@ def _push_into_default_store(factory: object, tmp_path: Path) -> tuple[ServeHand
     return server, source
 
 
-@needs_store
 def test_default_data_dir_store_push(rsyncd_serve_factory: object, tmp_path: Path) -> None:
     server, _ = _push_into_default_store(rsyncd_serve_factory, tmp_path)
     assert server.stop() == 0
@@ -266,7 +215,6 @@ def test_default_data_dir_store_push(rsyncd_serve_factory: object, tmp_path: Pat
     assert again.log_text().count("created a new local store") == 1  # same log file, same store
 
 
-@needs_store_pull
 def test_default_data_dir_store_pull(rsyncd_serve_factory: object, tmp_path: Path) -> None:
     server, source = _push_into_default_store(rsyncd_serve_factory, tmp_path)
     back = tmp_path / "back"
@@ -297,7 +245,6 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_store
 def test_encrypted_s3_store_as_in_the_readme(
     rsyncd_serve_factory: object, moto_s3: Any, tmp_path: Path
 ) -> None:
@@ -312,11 +259,10 @@ def test_encrypted_s3_store_as_in_the_readme(
     source = _make_source(tmp_path / "src", big=1 << 20)
     push = server.rsync("-a", f"{source}/", server.dest("documents/"))
     assert push.returncode == 0, push.stderr
-    if not NO_SENDER:
-        back = tmp_path / "back"
-        pull = server.rsync("-a", server.dest("documents/"), f"{back}/")
-        assert pull.returncode == 0, pull.stderr
-        assert _tree(back) == _tree(source)
+    back = tmp_path / "back"
+    pull = server.rsync("-a", server.dest("documents/"), f"{back}/")
+    assert pull.returncode == 0, pull.stderr
+    assert _tree(back) == _tree(source)
     assert server.stop() == 0  # commits and releases the store
     listed = _cli("snapshots", "--store", url, "--key-file", key_file, env=moto_s3.env)
     assert listed.returncode == 0, listed.stderr
@@ -343,7 +289,6 @@ def _start_slow_push(server: ServeHandle, source: Path, dest: str) -> subprocess
     return client
 
 
-@needs_push
 def test_sigterm_lets_a_running_push_finish(rsyncd_serve: ServeHandle, tmp_path: Path) -> None:
     source = _make_source(tmp_path / "src", files=2, big=6 << 20)
     client = _start_slow_push(rsyncd_serve, source, "finished/")
@@ -356,7 +301,6 @@ def test_sigterm_lets_a_running_push_finish(rsyncd_serve: ServeHandle, tmp_path:
     assert "waiting up to 60s for 1 running session(s)" in rsyncd_serve.log_text()
 
 
-@needs_store
 def test_sigterm_after_the_grace_period_leaves_a_sound_store(
     rsyncd_serve_factory: object, tmp_path: Path
 ) -> None:
