@@ -10,14 +10,12 @@ in the way is removed first. Directories are never backed up.
 
 from __future__ import annotations
 
-import errno
-import time
 from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import FsError, Stat
-from rsyncd_py.roles.destination import resolve_path
+from rsyncd_py.roles.destination import dir_stat, make_path, resolve_path
 from rsyncd_py.roles.metadata import quote
-from rsyncd_py.roles.transfer import ACCESSPERMS, Transfer
+from rsyncd_py.roles.transfer import Transfer
 from rsyncd_py.wire import Log
 
 if TYPE_CHECKING:
@@ -61,8 +59,10 @@ class Backups:
             return True
         for attempt in range(2):
             try:
-                if self.directory is not None:
-                    await self._make_parents(target)
+                if self.directory is not None and b"/" in target:
+                    # backup.c make_bak_dir: the backup's directories, made as needed
+                    parent = target.rpartition(b"/")[0]
+                    await make_path(t.fs, parent, dir_stat(t.umask, t.owner))
                 if keep and st.is_file():
                     await t.fs.link(target, path)
                 else:
@@ -80,27 +80,6 @@ class Backups:
                 if not await deleter.remove_backup(target, old):
                     return False
         return False
-
-    async def _make_parents(self, target: bytes) -> None:
-        """backup.c make_bak_dir: create the missing directories above `target`."""
-        parts = target.split(b"/")[:-1]
-        for i in range(1, len(parts) + 1):
-            sub = b"/".join(parts[:i])
-            if await self._lstat(sub) is None:
-                mode = 0o040000 | (ACCESSPERMS & ~self.t.umask)
-                try:
-                    await self.t.fs.mkdir(
-                        sub,
-                        Stat(
-                            mode=mode,
-                            mtime_ns=time.time_ns(),
-                            uid=self.t.owner[0],
-                            gid=self.t.owner[1],
-                        ),
-                    )
-                except FsError as exc:
-                    if exc.errno != errno.EEXIST:
-                        raise
 
     async def _lstat(self, path: bytes) -> Stat | None:
         try:

@@ -88,7 +88,7 @@ async def get_local_name(
         # with a trailing slash the dropped "name" is empty, so the whole path is made
         parents_only = file_total == 1 and not trailing_slash
         target = path.rpartition(b"/")[0] if parents_only else path
-        created = await _make_path(fs, target, dry_run, _dir_stat(umask, owner))
+        created = await make_path(fs, target, dir_stat(umask, owner), dry_run=dry_run)
         if created and announce:
             plural = "y" if created == 1 else "ies"
             shown_path = shown.rpartition("/")[0] if parents_only else shown
@@ -113,7 +113,7 @@ async def get_local_name(
             raise SessionError("ERROR: destination path is not a directory", ExitCode.RERR_SYNTAX)
         if not dry_run:
             try:
-                await fs.mkdir(path, _dir_stat(umask, owner))
+                await fs.mkdir(path, dir_stat(umask, owner))
             except FsError as exc:
                 raise SessionError(
                     f'rsync: [Receiver] mkdir "{dest_arg}" failed: {exc.strerror} ({exc.errno})',
@@ -140,7 +140,7 @@ async def _stat(fs: FileSystem, path: bytes, shown: str) -> Stat | None:
         ) from exc
 
 
-def _dir_stat(umask: int, owner: tuple[int, int]) -> Stat:
+def dir_stat(umask: int, owner: tuple[int, int]) -> Stat:
     """A directory rsync makes itself: mode 0777 less the umask, owned by us."""
     return Stat(
         mode=0o040000 | (ACCESSPERMS & ~umask),
@@ -150,7 +150,7 @@ def _dir_stat(umask: int, owner: tuple[int, int]) -> Stat:
     )
 
 
-async def _make_path(fs: FileSystem, path: bytes, dry_run: bool, dir_st: Stat) -> int:
+async def make_path(fs: FileSystem, path: bytes, dir_st: Stat, *, dry_run: bool = False) -> int:
     """util.c make_path: create the missing directories of `path`; return how many."""
     created = 0
     parts = path.split(b"/") if path else []

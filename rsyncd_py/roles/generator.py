@@ -53,6 +53,7 @@ from rsyncd_py.roles.delete import (
     Deleter,
     del_for_flag,
 )
+from rsyncd_py.roles.destination import dir_stat, make_path
 from rsyncd_py.roles.gen_file import FileRequests
 from rsyncd_py.roles.hardlinks import HardLinks, is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
@@ -238,12 +239,13 @@ class Generator:
             st = None
         else:
             self._dry_missing_dir = None
-            self._check_parent(entry)
-            try:
-                st = await t.fs.lstat(path)
-            except FsError as exc:
-                report_fs_error(t, exc, f"recv_generator: failed to stat {quote(path)}")
-                return
+            st = None
+            if not await self._enter_parent(entry):
+                try:
+                    st = await t.fs.lstat(path)
+                except FsError as exc:
+                    report_fs_error(t, exc, f"recv_generator: failed to stat {quote(path)}")
+                    return
 
         opts = t.opts
         if opts.ignore_non_existing > 0 and st is None and not self.redo:
@@ -293,20 +295,42 @@ class Generator:
             return
         await self.files.generate(entry, ndx, path, st)
 
-    def _check_parent(self, entry: FileEntry) -> None:
-        """Each parent directory must be in the file list, or the sender is lying."""
-        if self.t.local_name is not None:
-            return
+    async def _enter_parent(self, entry: FileEntry) -> bool:
+        """recv_generator's parent-directory step, when the parent changes.
+
+        Each parent must be in the file list, or the sender is lying. With -R and
+        --no-implied-dirs the parents are not made from the list, so a missing one is
+        made now (make_path); in a dry run the entry is then treated as missing, which
+        is the True this returns.
+        """
+        t = self.t
+        if t.local_name is not None:
+            return False
         parent = entry.name.rpartition(b"/")[0] or b"."
-        if parent in (self._parent_dirname, b"."):
-            self._parent_dirname = parent
-            return
+        if parent == self._parent_dirname:
+            return False
+        self._parent_dirname = parent
+        if parent == b".":
+            return False
         if parent not in self._dir_names:
             base = entry.name.rpartition(b"/")[2]
             raise ProtocolError(
                 f"ABORTING due to invalid path from sender: {_s(parent)}/{_s(base)}"
             )
-        self._parent_dirname = parent
+        if t.opts.relative_paths > 0 and not t.opts.implied_dirs:
+            path = t.join(parent)
+            try:
+                missing = await t.fs.lstat(path) is None
+            except FsError:
+                missing = True
+            if missing:
+                if t.dry_run:
+                    return True
+                try:
+                    await make_path(t.fs, path, dir_stat(t.umask, t.owner))
+                except FsError as exc:
+                    report_fs_error(t, exc, f"recv_generator: mkdir {quote(path)} failed")
+        return False
 
     async def _generate_dir(self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None) -> None:
         t = self.t

@@ -42,3 +42,22 @@ def test_matches_real_rsync(args: tuple[str, ...], rsync_harness: RsyncHarness) 
         (target.home / "dst" / "old").mkdir(parents=True)
         os.utime(target.home / "dst" / "old", ns=(WHEN, WHEN))
     assert_equivalent(*h.differential([*args, "src/", "lh:dst/"], targets))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("-aiR",), ("-aiR", "--no-implied-dirs"), ("-aiR", "--no-implied-dirs", "-n")],
+    ids=["relative", "no-implied-dirs", "no-implied-dirs-dry"],
+)
+def test_relative_paths_match_real_rsync(
+    args: tuple[str, ...], rsync_harness: RsyncHarness
+) -> None:
+    h = rsync_harness
+    src = h.client_dir / "src"
+    build(src)
+    paths = ["src/x/y/f", "src/./k/g", str(src / "a" / "b")]
+    targets = [h.oracle(), h.rsyncd_root()]
+    # directories made on the way (implied, or by make_path) get "now" times
+    tree = None if "-n" in args else "dst"  # a dry run makes nothing to read back
+    results = h.differential([*args, *paths, "lh:dst/"], targets, tree=tree)
+    assert_equivalent(*results, dir_times=False)
