@@ -41,6 +41,8 @@ async def push(url: str, state: Path, size: int) -> tuple[float, dict[str, int]]
         start = time.perf_counter()
         writer = await fs.create(b"big")
         for mib in range(size >> 20):
+            if mib and not mib % 1024:
+                print(f"  {mib >> 10} GiB written, RSS {current_rss_mib()} MiB", flush=True)
             block = (base ^ np.uint64(mib * 0x9E3779B97F4A7C15 % 2**64)).tobytes()
             for offset in range(0, len(block), WRITE):
                 await writer.write(block[offset : offset + WRITE])
@@ -50,6 +52,14 @@ async def push(url: str, state: Path, size: int) -> tuple[float, dict[str, int]]
         return elapsed, provider.volume.request_stats()
     finally:
         await provider.aclose()
+
+
+def current_rss_mib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) >> 10
+    return 0
 
 
 def main() -> None:

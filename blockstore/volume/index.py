@@ -160,13 +160,27 @@ class PackIndex:
             return
         self._load_packs()
 
-    def _load_packs(self) -> None:
+    def _load_packs(self, *, full: bool = True) -> None:
+        """Read the pack table: all of it, or (full=False) only records appended since.
+
+        Records are only ever appended, except for the deleted flag, whose change bumps
+        the generation (so every process then reloads in full).
+        """
         path = self.dir / "packs"
-        data = path.read_bytes() if path.exists() else b""
-        self._packs = [
-            PackInfo(i + 1, name.hex(), size, created, count, bool(flags & PACK_DELETED))
-            for i, (name, size, created, count, flags) in enumerate(_PACK.iter_unpack(
-                data[: len(data) - len(data) % _PACK.size]))
+        if full:
+            self._packs = []
+        try:
+            with open(path, "rb") as f:
+                f.seek(len(self._packs) * _PACK.size)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        first = len(self._packs) + 1
+        self._packs += [
+            PackInfo(first + i, name.hex(), size, created, count, bool(flags & PACK_DELETED))
+            for i, (name, size, created, count, flags) in enumerate(
+                _PACK.iter_unpack(data[: len(data) - len(data) % _PACK.size])
+            )
         ]
 
     def _bump_generation(self) -> None:
@@ -296,7 +310,7 @@ class PackIndex:
     def add_pack(self, name: str, size: int, created_ns: int, count: int) -> int:
         """Register an uploaded pack; return its number."""
         with self._locked(exclusive=True):
-            self._load_packs()
+            self._load_packs(full=False)  # packs another process added since
             number = len(self._packs) + 1
             if number > MAX_PACKS:
                 raise OverflowError("pack index full")
@@ -319,7 +333,7 @@ class PackIndex:
         """The pack numbered `number` (KeyError if the index has no such pack)."""
         with self._locked(exclusive=False):
             if number > len(self._packs):
-                self._load_packs()
+                self._load_packs(full=False)
             if not 0 < number <= len(self._packs):
                 raise KeyError(f"pack number {number} not in the index")
             return self._packs[number - 1]
@@ -327,7 +341,7 @@ class PackIndex:
     def packs(self) -> list[PackInfo]:
         """Every pack ever registered (deleted ones flagged)."""
         with self._locked(exclusive=False):
-            self._load_packs()
+            self._load_packs(full=False)
             return list(self._packs)
 
     # -- bulk reads -----------------------------------------------------------------------

@@ -28,6 +28,7 @@ Every error leaves as `FsError` with the errno and a message naming the path.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import functools
 import time
@@ -62,6 +63,7 @@ from rsyncd_py.fs.store_io import (
 
 CHECKPOINT_SECONDS = 60.0
 _SNAPSHOT_DIR_MODE = 0o040555
+_M_ARENA_MAX = -8  # glibc malloc.h
 _T = TypeVar("_T")
 
 
@@ -290,6 +292,23 @@ class StoreFileSystem:
                 await self._provider.release_writer()
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas for this process (like MALLOC_ARENA_MAX=2).
+
+    The store moves every pushed byte through several threads (executor, block pool,
+    uploaders) in 64 KiB-1 MiB pieces allocated in one thread and freed in another;
+    with glibc's default of 8 arenas per core, a 6 GiB push grew RSS by ~10 MiB per GiB
+    from fragmentation alone, and stayed flat at ~175 MiB with two arenas (measured with
+    bench/volume_push.py). Takes effect for arenas created afterwards, so it runs before
+    the store's threads start. A no-op where libc is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
 def _basename(path: bytes) -> bytes:
     return path.rpartition(b"/")[2]
 
@@ -307,6 +326,7 @@ class StoreProvider:
     @classmethod
     def open(cls, options: StoreOptions) -> StoreProvider:
         """Open the store `options` names (raises StoreError with a clear message)."""
+        limit_malloc_arenas()
         return cls(open_volume(options.url, key_file=options.key_file, state_dir=options.cache_dir))
 
     async def open_session(self, *, writable: bool, user: str | None = None) -> StoreFileSystem:
