@@ -202,13 +202,13 @@ class _Session:
         compression = "none"
         if compressing:
             compression = forced_compression or "zlib"
-            if opts.do_compression_level == 0:
-                compression = "none"  # token.c init_compression_level: level 0 is off
-            elif compression != "none" and compression not in ours_compress:
+            if compression != "none" and compression not in ours_compress:
                 raise SessionError(
                     f"rsync: compression {compression} is not supported by this server",
                     ExitCode.RERR_UNSUPPORTED,
                 )
+            # token.c init_compression_level: --compress-level=0 turns zlib off only
+            compression, _ = tokens.compression_level(compression, opts.do_compression_level)
         seed = opts.checksum_seed or handshake.make_seed(int(time.time()), os.getpid())
         wire.write(pack_int(seed))
         wire.start_multiplex_out()
@@ -225,10 +225,15 @@ class _Session:
 
     @staticmethod
     def _forced_checksums(opts: ServerOptions, protocol: int) -> tuple[str | None, str | None]:
-        xfer = opts.xfer_checksum_choice
-        if xfer is None:
+        """--checksum-choice=X[,Y]: (transfer, file) checksums, or (None, None) to negotiate.
+
+        Any choice -- "auto" too -- means neither side sends a name list.
+        """
+        if opts.checksum_choice is None:
             return None, None
-        file = opts.file_checksum_choice or xfer
+        default = handshake.default_checksum(protocol)
+        xfer = opts.xfer_checksum_choice or default
+        file = opts.file_checksum_choice or default
         for name in (xfer, file):
             if name not in (*checksums.CHECKSUM_NAMES, "none"):
                 raise SessionError(f"unknown checksum name: {name}", ExitCode.RERR_UNSUPPORTED)
