@@ -67,6 +67,7 @@ _STAT_LINE = re.compile(rb"^([A-Z][A-Za-z ]+): ([\d,]+)(?: bytes)?(?: \((.*)\))?
 # lines of -v output that are about the session, not about files
 _SUMMARY = re.compile(
     rb"^(?:$|sending incremental file list|building file list|sent [\d,]+ bytes|"
+    rb"opening connection using|"
     rb"total size is |[A-Z][A-Za-z ]+: |delta-transmission )"
 )
 

@@ -246,12 +246,14 @@ def diff_trees(
     holes: bool = False,
     symlink_times: bool = True,
     dir_times: bool = True,
+    root_time: bool = True,
 ) -> list[str]:
     """Return human-readable differences between two snapshots (empty when equal).
 
     `ignore` names `Entry` fields not to compare (e.g. ``{"uid", "gid"}``); `holes`
     also compares allocated bytes; `symlink_times=False` and `dir_times=False` skip
-    the mtimes of symlinks and directories (which are "now" when rsync keeps none).
+    the mtimes of symlinks and directories (which are "now" when rsync keeps none), and
+    `root_time=False` that of the top directory (when it is not part of the transfer).
     """
     skip = set(ignore)
     compared = [f.name for f in fields(Entry) if f.name in ALL_FIELDS and f.name not in skip]
@@ -268,6 +270,7 @@ def diff_trees(
             if name == "mtime_ns" and (
                 (want.kind == "symlink" and not symlink_times)
                 or (want.kind == "dir" and not dir_times)
+                or (rel == b"." and not root_time)
             ):
                 continue
             if getattr(want, name) != getattr(got, name):

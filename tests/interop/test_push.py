@@ -31,9 +31,12 @@ class Case:
     id: str
     args: tuple[str, ...]
     changed: bool = False  # seed the destination, then change the source
+    seeded: bool = False  # seed the destination, leave the source as it is
     compare: dict[str, object] = field(default_factory=dict)  # assert_equivalent options
     gaps: dict[str, str] = field(default_factory=dict)  # target name -> strict xfail reason
     store: bool = False  # also run against the store (the rest only exercises the protocol)
+    dest: str = "dst"  # the remote destination directory
+    files: dict[str, bytes] = field(default_factory=dict)  # extra client files (lists)
 
 
 def both(reason: str) -> dict[str, str]:
@@ -89,7 +92,7 @@ CASES = [
         for name in ("md5", "xxh64", "xxh3", "xxh128")
     ),
     Case("numeric-ids", ("-ai", "--numeric-ids"), store=True),
-    Case("hard-links", ("-aiH",), gaps=both(REFUSED.format("--hard-links (-H)")), store=True),
+    Case("hard-links", ("-aiH",), store=True),
     Case("no-inc-recursive", ("-ai", "--no-inc-recursive"), store=True),
     *(
         Case(
@@ -112,6 +115,70 @@ CASES = [
     Case("no-perms-no-times", ("-rli",), compare={"ignore": {"mtime_ns"}}, store=True),
     Case("xattrs", ("-aiX",), gaps=both(REFUSED.format("--xattrs (-X)")), store=True),
     Case("sparse", ("-aiS",), compare={"holes": True}, store=True),
+    Case("acls", ("-aiA",), gaps=both(REFUSED.format("--acls (-A)"))),
+    Case("partial", ("-ai", "--partial"), changed=True),
+    Case("partial-dir", ("-ai", "--partial-dir=.rsync-partial"), changed=True),
+    Case("delay-updates", ("-ai", "--delay-updates"), changed=True),
+    Case("append", ("-ai", "--append"), changed=True, gaps=both(REFUSED.format("--append"))),
+    Case(
+        "append-verify",
+        ("-ai", "--append-verify"),
+        changed=True,
+        gaps=both(REFUSED.format("--append (sent for --append-verify)")),
+    ),
+    Case(
+        "link-dest",
+        ("-ai", "--link-dest=../dst"),
+        seeded=True,
+        dest="dst2",
+        gaps=both(REFUSED.format("--link-dest")),
+    ),
+    Case(
+        "compare-dest",
+        ("-ai", "--compare-dest=../dst"),
+        seeded=True,
+        dest="dst2",
+        gaps=both(REFUSED.format("--compare-dest")),
+    ),
+    Case(
+        "copy-dest",
+        ("-ai", "--copy-dest=../dst"),
+        seeded=True,
+        dest="dst2",
+        gaps=both(REFUSED.format("--copy-dest")),
+    ),
+    Case("fuzzy", ("-aiy",), changed=True, gaps=both(REFUSED.format("--fuzzy (-y)"))),
+    Case("temp-dir", ("-ai", "--temp-dir=/tmp"), changed=True),
+    Case("prune-empty-dirs", ("-aim",)),
+    Case("relative", ("-aiR",), compare={"root_time": False}),
+    Case("keep-dirlinks", ("-aiK",), changed=True),
+    Case("force-delete", ("-ai", "--delete", "--force"), changed=True),
+    Case("ignore-errors", ("-ai", "--delete", "--ignore-errors"), changed=True),
+    Case(
+        "chown", ("-ai", "--chown=1:1"), gaps=both(REFUSED.format("--usermap (sent for --chown)"))
+    ),
+    Case(
+        "usermap",
+        ("-ai", "--usermap=1234:4321", "--groupmap=*:5"),
+        gaps=both(REFUSED.format("--usermap/--groupmap")),
+    ),
+    Case("fake-super", ("-ai", "--fake-super")),
+    Case("preallocate", ("-ai", "--preallocate")),
+    Case("min-max-size", ("-ai", "--min-size=1", "--max-size=5000")),
+    Case("modify-window", ("-ai", "--modify-window=2"), changed=True),
+    Case(
+        "files-from",
+        ("-ai", "--files-from=list"),
+        files={"list": b"size-700\ndir/sub/nested\nnames/with space\nempty\n"},
+        compare={"root_time": False},  # "." is not transferred: its time is arbitrary
+    ),
+    Case("block-size", ("-ai", "-B", "2048", "--stats"), changed=True),
+    Case("itemize-twice", ("-aii",), changed=True),
+    Case("verbose-2", ("-avv",), changed=True),
+    Case("checksum-seed", ("-ai", "--checksum-seed=7", "--stats"), changed=True),
+    Case("one-file-system", ("-aix",)),
+    Case("copy-links", ("-aiL",)),
+    Case("safe-links", ("-ai", "--safe-links")),
 ]
 
 
@@ -134,10 +201,14 @@ def test_push(
     if not ours.knows_allocation:
         compare.pop("holes", None)
     oracle = h.oracle()
-    if case.changed:
+    for name, data in case.files.items():
+        (h.client_dir / name).write_bytes(data)
+    if case.changed or case.seeded:
         seed_destination(h, [oracle, ours])
+    if case.changed:
         mutate_source(h.client_dir / "src")
-    results = h.differential([*case.args, "src/", "lh:dst/"], [oracle, ours])
+    dest = case.dest
+    results = h.differential([*case.args, "src/", f"lh:{dest}/"], [oracle, ours], tree=dest)
     assert_equivalent(*results, **compare)  # type: ignore[arg-type]
 
 
