@@ -214,6 +214,8 @@ class _Session:
         wire.start_multiplex_out()
         if protocol >= 30:
             wire.start_multiplex_in()
+        if opts.io_timeout:
+            wire.set_timeout(opts.io_timeout)
         return Negotiated(
             protocol=protocol,
             compat_flags=compat_flags,

@@ -21,8 +21,10 @@ still in the buffer -- rsync gives its message buffer the same priority, and cli
 print "deleting" lines and item lines in the order that produces.
 
 Failure. The first failure -- EOF while more data was expected, a broken frame, the
-peer's MSG_ERROR_EXIT -- is stored in `_failure` and raised by every later `read()`; a
-Wire in that state never yields data again (h11's ERROR rule).
+peer's MSG_ERROR_EXIT, --timeout seconds without input -- is stored in `_failure` and
+raised by every later `read()`; a Wire in that state never yields data again (h11's
+ERROR rule). With --timeout a keep-alive task also sends an empty MSG_DATA frame
+whenever our side has been silent for half the timeout.
 
 States of the input side:
   RAW      -- bytes go to `_inbuf` as they are (handshake; protocol < 30 client data)
@@ -37,6 +39,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -117,6 +120,9 @@ class Wire:
         self.total_written = 0
         self.io_error = 0  # MSG_IO_ERROR bits from the peer
         self.got_xfer_error = False  # an ERROR_XFER was reported (exit 23)
+        self.io_timeout: float = 0  # --timeout seconds (0: wait forever)
+        self._keepalive: asyncio.Task[None] | None = None
+        self._last_in = self._last_out = time.monotonic()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -135,6 +141,10 @@ class Wire:
         await self._stop_reader()
 
     async def _stop_reader(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keepalive
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -163,6 +173,28 @@ class Wire:
         if pending:
             self._ingest(pending)
 
+    def set_timeout(self, seconds: float) -> None:
+        """--timeout: fail reads after `seconds` without input; send keep-alives meanwhile.
+
+        io.c check_timeout / maybe_send_keepalive: while our side has nothing to say
+        for half the timeout, an empty MSG_DATA frame tells the peer we are alive.
+        """
+        self.io_timeout = seconds
+        if seconds > 0 and self._keepalive is None:
+            self._keepalive = asyncio.get_running_loop().create_task(self._keepalive_loop())
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.io_timeout / 2
+        while True:
+            await asyncio.sleep(interval)
+            if self._mux_out and time.monotonic() - self._last_out >= interval:
+                with contextlib.suppress(Exception):
+                    if self._out:
+                        self._flush()
+                    else:
+                        self._stream.write(pack_frame(MSG_DATA, b""))
+                        self._last_out = time.monotonic()
+
     def on_message(self, tag: int, handler: Callable[[bytes], None]) -> None:
         """Call `handler(payload)` for each incoming message with `tag`."""
         self._handlers[tag] = handler
@@ -183,7 +215,21 @@ class Wire:
                 continue
             self._room.set()  # the reader needs more than we hold: never stall it
             self._data_ready.clear()
-            await self._data_ready.wait()
+            if not self.io_timeout:
+                await self._data_ready.wait()
+                continue
+            try:
+                async with asyncio.timeout(self.io_timeout):
+                    await self._data_ready.wait()
+            except TimeoutError:
+                idle = time.monotonic() - self._last_in
+                if idle >= self.io_timeout:
+                    self._fail(
+                        SessionError(
+                            f"[receiver] io timeout after {int(idle)} seconds -- exiting",
+                            ExitCode.RERR_TIMEOUT,
+                        )
+                    )
 
     @property
     def buffered(self) -> int:
@@ -212,6 +258,7 @@ class Wire:
             self._data_ready.set()
 
     def _ingest(self, data: bytes) -> None:
+        self._last_in = time.monotonic()
         if self._demux is None:
             self._inbuf.extend(data)
         else:
@@ -304,6 +351,7 @@ class Wire:
             size = min(FRAME_SIZE, end - pos)
             self._stream.write(pack_frame_header(MSG_DATA, size) + out[pos : pos + size])
             pos += size
+            self._last_out = time.monotonic()
         del out[:pos]
         if not out and self._flush_timer is not None:
             self._flush_timer.cancel()
@@ -329,6 +377,7 @@ class Wire:
         yet flushed), which is the order a real server's output has.
         """
         self._stream.write(pack_frame(tag, payload))
+        self._last_out = time.monotonic()
 
     # --- reporting (log.c rwrite for a server) ----------------------------------
 

@@ -15,7 +15,7 @@ from rsyncd_py.protocol.constants import (
     MSG_IO_ERROR,
     MSG_NOOP,
 )
-from rsyncd_py.protocol.errors import ConnectionClosed, RemoteProtocolError
+from rsyncd_py.protocol.errors import ConnectionClosed, RemoteProtocolError, SessionError
 from rsyncd_py.protocol.ints import Cursor, pack_int, pack_varint, read_item
 from rsyncd_py.protocol.mux import pack_frame
 from rsyncd_py.wire import HIGH_WATER, READ_SIZE, Log, PeerExit, Wire
@@ -189,5 +189,21 @@ def test_report_routing(msgs2stderr, protocol, error_on_stderr):
             assert (1, b"rsync: boom\n") in messages  # MSG_ERROR_XFER at any protocol
         assert ((MSG_INFO, b"note\n") in messages) == (msgs2stderr != 1)
         assert wire.got_xfer_error
+
+    run(main())
+
+
+def test_timeout_without_input_ends_the_session():
+    async def main():
+        ours, peer = memory_stream_pair()
+        wire = Wire(ours)
+        wire.start_multiplex_out()
+        wire.set_timeout(0.3)
+        with pytest.raises(SessionError, match="io timeout") as info:
+            await wire.read(lambda buf: buf.take(1))
+        assert info.value.exit_code == 30
+        # while we waited, empty data frames told the peer we were alive
+        assert bytes(peer.incoming.buffer).count(pack_frame(MSG_DATA, b"")) >= 1
+        await wire.close()
 
     run(main())
