@@ -64,6 +64,12 @@ def new_snapshot_id(time_ns: int) -> str:
     return f"{when:%Y%m%dT%H%M%S}.{micros:06d}Z-{os.urandom(4).hex()}"
 
 
+def snapshot_time_ns(snapshot_id: str) -> int:
+    """The commit time an id encodes (UTC, microsecond precision), without a GET."""
+    when = dt.datetime.strptime(snapshot_id[:22], "%Y%m%dT%H%M%S.%f").replace(tzinfo=dt.UTC)
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
 def encode_snapshot(snap: Snapshot) -> bytes:
     out = header(b"S")
     encode_entry(out, snap.root)

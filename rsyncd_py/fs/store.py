@@ -42,13 +42,13 @@ from blockstore.volume import (
     RESERVED_ROOT_NAME,
     Lease,
     Namespace,
-    Snapshot,
     Transaction,
     TreeEntry,
     Volume,
     WrittenFile,
     open_volume,
 )
+from blockstore.volume.snapshots import snapshot_time_ns
 from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.fs.factory import StoreOptions
 from rsyncd_py.fs.store_io import (
@@ -82,7 +82,7 @@ class StoreFileSystem:
         self.tx = tx
         self.read_only = tx is None
         self._ns: Namespace = tx.ns if tx is not None else view  # type: ignore[assignment]
-        self._snapshots: dict[str, Snapshot] | None = None
+        self._snapshot_ids_cache: list[str] | None = None
         self._snapshot_views: dict[str, Namespace] = {}
         self.writers: set[StoreFileWriter] = set()
         self._last_checkpoint = time.monotonic()
@@ -129,51 +129,43 @@ class StoreFileSystem:
 
     # -- /.snapshots ---------------------------------------------------------------------
 
-    async def _snapshot_list(self, refresh: bool = False) -> dict[str, Snapshot]:
-        if self._snapshots is None or refresh:
-            snaps = await self.run(lambda: list(self.volume.snapshots.all()))
-            self._snapshots = {snap.id: snap for snap in snaps}
-        return self._snapshots
+    async def _snapshot_ids(self, *, refresh: bool = False) -> list[str]:
+        """Snapshot ids, oldest first (one LIST, cached for the session until refreshed)."""
+        if self._snapshot_ids_cache is None or refresh:
+            self._snapshot_ids_cache = await self.run(self.volume.snapshots.ids)
+        return self._snapshot_ids_cache
 
-    async def _snapshot_view(self, snapshot_id: bytes) -> tuple[Snapshot, Namespace] | None:
+    async def _snapshot_view(self, snapshot_id: bytes) -> Namespace | None:
+        """A namespace of snapshot `snapshot_id` (loaded once per session), or None."""
         text = snapshot_id.decode(errors="replace")
-        snaps = await self._snapshot_list()
-        if text not in snaps:
-            snaps = await self._snapshot_list(refresh=True)
-        snap = snaps.get(text)
-        if snap is None:
-            return None
         view = self._snapshot_views.get(text)
         if view is None:
+            known = text in await self._snapshot_ids()
+            if not known and text not in await self._snapshot_ids(refresh=True):
+                return None
+            snap = await self.run(self.volume.snapshots.load, text)
             view = self._snapshot_views[text] = self.volume.namespace(snap)
-        return snap, view
+        return view
 
     async def _snapshot_lookup(self, parts: list[bytes]) -> TreeEntry | None:
         if len(parts) == 1:
-            snaps = await self._snapshot_list()
-            newest = max((s.time_ns for s in snaps.values()), default=0)
+            ids = await self._snapshot_ids()
+            newest = snapshot_time_ns(ids[-1]) if ids else 0
             return TreeEntry(RESERVED_ROOT_NAME, _SNAPSHOT_DIR_MODE, mtime_ns=newest)
-        found = await self._snapshot_view(parts[1])
-        if found is None:
+        view = await self._snapshot_view(parts[1])
+        if view is None:
             return None
-        snap, view = found
         if len(parts) == 2:
-            return TreeEntry(parts[1], snap.root.mode, mtime_ns=snap.time_ns, uid=snap.root.uid,
-                             gid=snap.root.gid, user=snap.root.user, group=snap.root.group)
+            return _snapshot_dir(parts[1].decode())
         return await self.run(view.lookup, b"/".join(parts[2:]))
 
     async def _snapshot_listdir(self, parts: list[bytes], path: bytes) -> list[TreeEntry]:
         if len(parts) == 1:
-            snaps = await self._snapshot_list(refresh=True)
-            return [
-                TreeEntry(s.id.encode(), s.root.mode, mtime_ns=s.time_ns, uid=s.root.uid,
-                          gid=s.root.gid, user=s.root.user, group=s.root.group)
-                for s in sorted(snaps.values(), key=lambda s: s.id)
-            ]
-        found = await self._snapshot_view(parts[1])
-        if found is None:
+            return [_snapshot_dir(i) for i in await self._snapshot_ids(refresh=True)]
+        view = await self._snapshot_view(parts[1])
+        if view is None:
             raise FsError.not_found(path)
-        return await self.run(found[1].listdir, b"/".join(parts[2:]))
+        return await self.run(view.listdir, b"/".join(parts[2:]))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -290,6 +282,12 @@ class StoreFileSystem:
         finally:
             if self.tx is not None:
                 await self._provider.release_writer()
+
+
+def _snapshot_dir(snapshot_id: str) -> TreeEntry:
+    """How `/.snapshots/<id>` appears: a read-only directory dated at the commit."""
+    return TreeEntry(snapshot_id.encode(), _SNAPSHOT_DIR_MODE,
+                     mtime_ns=snapshot_time_ns(snapshot_id))
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

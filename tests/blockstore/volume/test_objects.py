@@ -26,6 +26,7 @@ from blockstore.volume.snapshots import (
     encode_snapshot,
     is_snapshot_id,
     new_snapshot_id,
+    snapshot_time_ns,
 )
 
 ODD = [b"\n", b"new\nline", b"\xff\xfe\x80", b"x" * 255, b"-", b" ", b"\x01\x7f"]
@@ -100,4 +101,6 @@ def test_snapshot_round_trip_and_ids() -> None:
     assert decode_snapshot(snap.id, encode_snapshot(snap)) == snap
     ids = [new_snapshot_id(t) for t in (1_700_000_000_000_000_000, 1_700_000_000_000_001_000)]
     assert all(is_snapshot_id(i) for i in ids) and ids == sorted(ids)
+    assert [snapshot_time_ns(i) for i in ids] == [1_700_000_000_000_000_000,
+                                                  1_700_000_000_000_001_000]
     assert not is_snapshot_id("../etc")
