@@ -1,0 +1,1 @@
+rsync --server --sender -logDtpAre.iLsfxCIvu --checksum-seed=1 . src/

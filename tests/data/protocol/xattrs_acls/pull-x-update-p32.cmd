@@ -1,0 +1,1 @@
+rsync --server --sender -logDtpXre.LsfxCIvu --checksum-seed=1 . src/

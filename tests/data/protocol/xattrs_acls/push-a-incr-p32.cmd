@@ -1,0 +1,1 @@
+rsync --server -logDtpAre.iLsfxCIvu --checksum-seed=1 . dst/

@@ -1,0 +1,1 @@
+rsync --server -logDtpAre.LsfxCIvu --checksum-seed=1 . dst/

@@ -1,0 +1,1 @@
+rsync --server -logDtpXre.iLsfxCIvu --checksum-seed=1 . dst/

@@ -1,0 +1,1 @@
+rsync --server -logDtpXre.LsfxCIvu --checksum-seed=1 . dst/
