@@ -9,14 +9,13 @@ Theory of operation:
   final component is then handled with the ``*at()`` calls (``dir_fd=...``,
   ``follow_symlinks=False``); operations that have no no-follow form (chmod, xattrs of a
   symlink) go through ``/proc/self/fd`` of an ``O_PATH | O_NOFOLLOW`` descriptor.
-- **Atomic files.** `create` writes into an anonymous ``O_TMPFILE`` inode in the target
-  directory (or a hidden ``.name.XXXXXX`` file where the file system lacks O_TMPFILE).
-  `commit` sets owner, mode, xattrs and times on the descriptor, links it under a hidden
-  name and renames that over the target, so nobody ever sees a partial file and a crash
-  leaves nothing behind. `abort`, and `close` for writers still open, discard the data.
-- **Threads.** Metadata system calls are fast and run inline on the event loop; directory
-  listings, large reads and buffered writes (1 MiB at a time, one in flight while the
-  next fills) run in the default executor so network and disk overlap.
+- **Atomic files.** `create` opens an unnamed inode in the target directory that only
+  its writer's `commit` links into place (`rsyncd_py.fs.local_files`); `close` aborts
+  the writers a session never committed, so nobody ever sees a partial file.
+- **Replacing entries.** symlink, mknod and link create the entry under a hidden temp
+  name and rename it over the target, so the old entry stays until the new one is whole.
+- **Threads.** Metadata system calls are fast and run inline on the event loop;
+  directory listings run in the default executor, as do large reads and writes.
 
 Errors are `FsError` carrying the OS errno and strerror, plus the path.
 """
@@ -28,22 +27,24 @@ import errno
 import grp
 import os
 import pwd
-import secrets
 import stat as st_mod
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import cache
 
 from rsyncd_py.fs.base import FsError, Stat
+from rsyncd_py.fs.local_files import (
+    LocalFileReader,
+    LocalFileWriter,
+    os_errors,
+    proc_path,
+    read_xattrs,
+    temp_name,
+    write_xattrs,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_IO_CHUNK = 1 << 20  # reads and write batches: big enough to amortise a thread hop
-_INLINE_READ = 1 << 16  # random reads up to this size stay on the event loop
-_NAME_MAX = 255
-# xattr namespaces the kernel reserves for ACLs and capabilities; rsync -X leaves them
-# alone and ACLs travel separately.
-_UNMANAGED_XATTR_PREFIX = b"system."
 
 
 def _split(path: bytes) -> list[bytes]:
@@ -55,11 +56,6 @@ def _split(path: bytes) -> list[bytes]:
         if part in (b"", b".", b"..") or b"\0" in part:
             raise FsError(errno.EINVAL, "Invalid argument (unsafe path)", path)
     return parts
-
-
-def _temp_name(name: bytes) -> bytes:
-    """Return a hidden sibling name for `name` (rsync's ``.name.XXXXXX``), within NAME_MAX."""
-    return b"." + name[: _NAME_MAX - 8] + b"." + secrets.token_hex(3).encode()
 
 
 @cache
@@ -76,45 +72,6 @@ def _group_name(gid: int) -> bytes | None:
         return os.fsencode(grp.getgrgid(gid).gr_name)
     except KeyError:
         return None
-
-
-def _proc_path(fd: int, name: bytes = b"") -> bytes:
-    """Return a /proc path that reaches `name` inside directory `fd` (or `fd` itself)."""
-    return b"/proc/self/fd/%d" % fd + (b"/" + name if name else b"")
-
-
-def _read_xattrs(target: bytes | int) -> tuple[tuple[bytes, bytes], ...]:
-    """Return the sorted (name, value) xattrs of `target` (a /proc path or an fd)."""
-    follow = isinstance(target, int)
-    try:
-        names = os.listxattr(target, follow_symlinks=follow)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EPERM):
-            return ()
-        raise
-    pairs = []
-    for name in names:
-        bname = os.fsencode(name)
-        if bname.startswith(_UNMANAGED_XATTR_PREFIX):
-            continue
-        try:
-            pairs.append((bname, os.getxattr(target, name, follow_symlinks=follow)))
-        except OSError as exc:
-            if exc.errno != errno.ENODATA:  # removed since listing: skip it
-                raise
-    return tuple(sorted(pairs))
-
-
-def _write_xattrs(target: bytes | int, wanted: Sequence[tuple[bytes, bytes]]) -> None:
-    """Make the managed xattrs of `target` exactly `wanted`."""
-    follow = isinstance(target, int)
-    current = dict(_read_xattrs(target))
-    wanted_map = dict(wanted)
-    for name in current.keys() - wanted_map.keys():
-        os.removexattr(target, name, follow_symlinks=follow)
-    for name, value in wanted_map.items():
-        if current.get(name) != value:
-            os.setxattr(target, name, value, follow_symlinks=follow)
 
 
 def _apply_owner_and_mode(dirfd: int, name: bytes, st: Stat, extra_bits: int = 0) -> int:
@@ -135,7 +92,7 @@ def _apply_owner_and_mode(dirfd: int, name: bytes, st: Stat, extra_bits: int = 0
             current = os.fstat(fd)
         mode = st_mod.S_IMODE(st.mode) | extra_bits
         if not st_mod.S_ISLNK(current.st_mode) and st_mod.S_IMODE(current.st_mode) != mode:
-            os.chmod(_proc_path(fd), mode)  # chmod has no no-follow form: go through O_PATH
+            os.chmod(proc_path(fd), mode)  # chmod has no no-follow form: go through O_PATH
         return current.st_atime_ns
     finally:
         os.close(fd)
@@ -159,186 +116,8 @@ def _make_stat(dirfd: int, name: bytes, st: os.stat_result) -> Stat:
         link_target=os.readlink(name, dir_fd=dirfd) if is_lnk else None,
         atime_ns=st.st_atime_ns,
         link_key=(st.st_dev, st.st_ino) if is_reg and st.st_nlink > 1 else None,
-        xattrs=_read_xattrs(_proc_path(dirfd, name)),
+        xattrs=read_xattrs(proc_path(dirfd, name)),
     )
-
-
-@contextmanager
-def _os_errors(path: bytes) -> Iterator[None]:
-    """Turn an OSError raised inside the block into an FsError naming `path`."""
-    try:
-        yield
-    except FsError:
-        raise
-    except OSError as exc:
-        err = exc.errno or errno.EIO
-        raise FsError(err, exc.strerror or os.strerror(err), path) from None
-
-
-class LocalFileReader:
-    """A regular file opened for reading; see `rsyncd_py.fs.base.FileReader`."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.size = size
-        self._fd = fd
-        self._inflight: asyncio.Future[bytes] | None = None
-
-    async def read(self, offset: int, length: int) -> bytes:
-        """Return up to `length` bytes at `offset` (short at the end of the file)."""
-        length = max(0, min(length, self.size - offset))
-        if length <= _INLINE_READ:
-            return os.pread(self._fd, length, offset)
-        return await self._pread(length, offset)
-
-    def _pread(self, length: int, offset: int) -> asyncio.Future[bytes]:
-        loop = asyncio.get_running_loop()
-        self._inflight = loop.run_in_executor(None, os.pread, self._fd, length, offset)
-        return self._inflight
-
-    async def stream(self, chunk_size: int = _IO_CHUNK) -> AsyncIterator[bytes]:
-        """Yield the content from the start, reading the next chunk while this one is used."""
-        offset = 0
-        pending = self._pread(min(chunk_size, self.size), 0) if self.size else None
-        while pending is not None:
-            data = await pending
-            if not data:
-                return
-            offset += len(data)
-            remaining = self.size - offset
-            pending = self._pread(min(chunk_size, remaining), offset) if remaining > 0 else None
-            yield data
-
-    async def close(self) -> None:
-        """Release the descriptor once no read is in flight on it."""
-        if self._fd < 0:
-            return
-        if self._inflight is not None:
-            with suppress(OSError):
-                await self._inflight
-        os.close(self._fd)
-        self._fd = -1
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-class LocalFileWriter:
-    """A new file being written; see `rsyncd_py.fs.base.FileWriter`.
-
-    Data is buffered up to 1 MiB and written with `pwrite` in the executor; one batch is
-    in flight while the next fills, so memory stays under 2 MiB per writer.
-    `write_zeros` only moves the write offset: the skipped range stays a hole.
-    """
-
-    def __init__(
-        self, fs: LocalFileSystem, path: bytes, dirfd: int, fd: int, temp: bytes | None
-    ) -> None:
-        self._fs = fs
-        self._path = path
-        self._dirfd = dirfd  # owned: the target directory, kept open until commit/abort
-        self._name = path.rsplit(b"/", 1)[-1]
-        self._fd = fd
-        self._temp = temp  # the visible temp name, or None for an O_TMPFILE inode
-        self._buf = bytearray()
-        self._buf_offset = 0  # file offset of self._buf[0]
-        self._inflight: asyncio.Future[None] | None = None
-        self._done = False
-
-    @property
-    def _end(self) -> int:
-        return self._buf_offset + len(self._buf)
-
-    async def write(self, data: bytes | memoryview) -> None:
-        self._buf += data
-        if len(self._buf) >= _IO_CHUNK:
-            await self._flush()
-
-    async def write_zeros(self, length: int) -> None:
-        if self._buf:
-            await self._flush()
-        self._buf_offset += length
-
-    async def _flush(self) -> None:
-        """Start writing the buffer (after the previous batch finished)."""
-        await self._wait()
-        data, offset = bytes(self._buf), self._buf_offset
-        self._buf_offset += len(data)
-        self._buf.clear()
-        loop = asyncio.get_running_loop()
-        self._inflight = loop.run_in_executor(None, _pwrite_all, self._fd, data, offset)
-
-    async def _wait(self) -> None:
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            with _os_errors(self._path):
-                await inflight
-
-    async def commit(self, st: Stat) -> None:
-        """Flush, apply `st`'s metadata to the new inode and rename it over the target."""
-        try:
-            if self._buf:
-                await self._flush()
-            await self._wait()
-            size = self._end
-            if st.size != size:
-                raise FsError(errno.EINVAL, f"commit of {st.size} bytes after {size}", self._path)
-            with _os_errors(self._path):
-                self._publish(st, size)
-        except BaseException:
-            await self.abort()
-            raise
-        self._finish()
-
-    def _publish(self, st: Stat, size: int) -> None:
-        fd, dirfd = self._fd, self._dirfd
-        os.ftruncate(fd, size)  # materialises a trailing hole
-        current = os.fstat(fd)
-        if (current.st_uid, current.st_gid) != (st.uid, st.gid):
-            try:
-                os.fchown(fd, st.uid, st.gid)
-            except PermissionError:  # non-root: keep our own owner, as rsync does
-                if os.geteuid() == 0:
-                    raise
-        os.fchmod(fd, st_mod.S_IMODE(st.mode))  # after chown, which clears set-id bits
-        if st.xattrs:
-            _write_xattrs(fd, st.xattrs)
-        atime = st.atime_ns if st.atime_ns is not None else current.st_atime_ns
-        os.utime(fd, ns=(atime, st.mtime_ns))
-        temp = self._temp
-        if temp is None:
-            temp = _temp_name(self._name)
-            os.link(_proc_path(fd), temp, dst_dir_fd=dirfd)
-        try:
-            os.rename(temp, self._name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-        except OSError:
-            with suppress(OSError):
-                os.unlink(temp, dir_fd=dirfd)
-            self._temp = None
-            raise
-        self._temp = None
-
-    async def abort(self) -> None:
-        """Discard the data; the target keeps whatever it had."""
-        if self._done:
-            return
-        with suppress(OSError):
-            await self._wait()
-        if self._temp is not None:
-            with suppress(OSError):
-                os.unlink(self._temp, dir_fd=self._dirfd)
-        self._finish()
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            os.close(self._fd)
-            os.close(self._dirfd)
-            self._fs._writers.discard(self)
 
 
 class LocalFileSystem:
@@ -346,7 +125,7 @@ class LocalFileSystem:
 
     def __init__(self, root: bytes, *, read_only: bool) -> None:
         self.read_only = read_only
-        with _os_errors(root):
+        with os_errors(root):
             self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._writers: set[LocalFileWriter] = set()
 
@@ -373,7 +152,7 @@ class LocalFileSystem:
     @contextmanager
     def _entry(self, path: bytes) -> Iterator[tuple[int, bytes]]:
         """Yield (parent dir fd, final name) for `path`; the root is (root fd, '.')."""
-        with _os_errors(path):
+        with os_errors(path):
             parts = _split(path)
             dirfd = self._open_dir(parts[:-1], path)
             try:
@@ -389,7 +168,7 @@ class LocalFileSystem:
 
     async def lstat(self, path: bytes) -> Stat | None:
         try:
-            with self._entry(path) as (dirfd, name), _os_errors(path):
+            with self._entry(path) as (dirfd, name), os_errors(path):
                 return _make_stat(dirfd, name, os.stat(name, dir_fd=dirfd, follow_symlinks=False))
         except FsError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
@@ -400,7 +179,7 @@ class LocalFileSystem:
         return await asyncio.to_thread(self._listdir, path)
 
     def _listdir(self, path: bytes) -> list[tuple[bytes, Stat]]:
-        with _os_errors(path):
+        with os_errors(path):
             fd = self._open_dir(_split(path), path)
             try:
                 entries = []
@@ -415,7 +194,7 @@ class LocalFileSystem:
                 os.close(fd)
 
     async def open_read(self, path: bytes) -> LocalFileReader:
-        with self._entry(path) as (dirfd, name), _os_errors(path):
+        with self._entry(path) as (dirfd, name), os_errors(path):
             fd = os.open(
                 name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd
             )
@@ -430,7 +209,7 @@ class LocalFileSystem:
 
     async def create(self, path: bytes) -> LocalFileWriter:
         self._check_writable(path)
-        with _os_errors(path):
+        with os_errors(path):
             parts = _split(path)
             if not parts:
                 raise FsError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -440,7 +219,7 @@ class LocalFileSystem:
             except BaseException:
                 os.close(dirfd)
                 raise
-        writer = LocalFileWriter(self, path, dirfd, fd, temp)
+        writer = LocalFileWriter(path, dirfd, fd, temp, self._writers.discard)
         self._writers.add(writer)
         return writer
 
@@ -454,7 +233,7 @@ class LocalFileSystem:
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
-        temp = _temp_name(name)
+        temp = temp_name(name)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         return os.open(temp, flags, 0o600, dir_fd=dirfd), temp
 
@@ -465,7 +244,7 @@ class LocalFileSystem:
         `set_stat` (after the contents, as rsync does) sets the exact mode and times.
         """
         self._check_writable(path)
-        with self._entry(path) as (dirfd, name), _os_errors(path):
+        with self._entry(path) as (dirfd, name), os_errors(path):
             os.mkdir(name, 0o700, dir_fd=dirfd)
             _apply_owner_and_mode(dirfd, name, st, st_mod.S_IRWXU)
 
@@ -482,7 +261,7 @@ class LocalFileSystem:
 
     async def link(self, path: bytes, existing: bytes) -> None:
         self._check_writable(path)
-        with self._entry(existing) as (src_dirfd, src_name), _os_errors(existing):
+        with self._entry(existing) as (src_dirfd, src_name), os_errors(existing):
             src = os.stat(src_name, dir_fd=src_dirfd, follow_symlinks=False)
             if await self._same_inode(path, src):
                 return  # already linked; rename() onto the same inode would be a no-op
@@ -496,7 +275,7 @@ class LocalFileSystem:
     async def _same_inode(self, path: bytes, other: os.stat_result) -> bool:
         """Return whether `path` exists and is the inode `other` describes."""
         try:
-            with self._entry(path) as (dirfd, name), _os_errors(path):
+            with self._entry(path) as (dirfd, name), os_errors(path):
                 st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
         except FsError:
             return False
@@ -504,8 +283,8 @@ class LocalFileSystem:
 
     def _replace(self, path: bytes, make: Callable[[int, bytes], None]) -> None:
         """Create an entry under a temp name with `make(dirfd, temp)`, rename it over `path`."""
-        with self._entry(path) as (dirfd, name), _os_errors(path):
-            temp = _temp_name(name)
+        with self._entry(path) as (dirfd, name), os_errors(path):
+            temp = temp_name(name)
             make(dirfd, temp)
             try:
                 os.rename(temp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
@@ -517,9 +296,9 @@ class LocalFileSystem:
     async def set_stat(self, path: bytes, st: Stat) -> None:
         """Apply owner, permissions (not on symlinks), xattrs and times, in that order."""
         self._check_writable(path)
-        with self._entry(path) as (dirfd, name), _os_errors(path):
+        with self._entry(path) as (dirfd, name), os_errors(path):
             current_atime = _apply_owner_and_mode(dirfd, name, st)
-            _write_xattrs(_proc_path(dirfd, name), st.xattrs)
+            write_xattrs(proc_path(dirfd, name), st.xattrs)
             atime = st.atime_ns if st.atime_ns is not None else current_atime
             os.utime(name, ns=(atime, st.mtime_ns), dir_fd=dirfd, follow_symlinks=False)
 
@@ -528,7 +307,7 @@ class LocalFileSystem:
         with (
             self._entry(old) as (old_dirfd, old_name),
             self._entry(new) as (new_dirfd, new_name),
-            _os_errors(new),
+            os_errors(new),
         ):
             os.rename(old_name, new_name, src_dir_fd=old_dirfd, dst_dir_fd=new_dirfd)
 
@@ -536,7 +315,7 @@ class LocalFileSystem:
         self._check_writable(path)
         if not path:
             raise FsError(errno.EBUSY, os.strerror(errno.EBUSY), path)
-        with self._entry(path) as (dirfd, name), _os_errors(path):
+        with self._entry(path) as (dirfd, name), os_errors(path):
             if st_mod.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
                 os.rmdir(name, dir_fd=dirfd)
             else:
@@ -555,7 +334,7 @@ class LocalProvider:
     """Every session gets the same local directory (`rsyncd-py --root DIR`)."""
 
     def __init__(self, root: bytes) -> None:
-        with _os_errors(root):
+        with os_errors(root):
             if not st_mod.S_ISDIR(os.stat(root).st_mode):
                 raise FsError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), root)
         self.root = root
