@@ -182,14 +182,20 @@ def _tagged(tag: bytes, ids: list[bytes]) -> bytes:
 
 
 class FileReader:
-    """Reads one file's content by offset; thread-safe."""
+    """Reads one file's content by offset; thread-safe.
+
+    The last `cache_blocks` blocks fetched are kept (with their file offsets when the
+    caller gave them), so the many small reads a delta transfer makes inside one block
+    cost one fetch, and `read_cached` can answer them without leaving the caller's
+    thread (the event loop).
+    """
 
     def __init__(self, objects: ObjectStore, content: Content, *, cache_blocks: int = 8) -> None:
         self._objects = objects
         self.content = content
         self.size = content.size
         self._map = BlockMap(objects, content)
-        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[int | None, bytes]] = OrderedDict()
         self._cache_blocks = cache_blocks
         self._lock = threading.Lock()
 
@@ -197,18 +203,20 @@ class FileReader:
         """(block id or None for a hole, file offset, length) from `offset` on."""
         return self._map.blocks(offset)
 
-    def fetch(self, block_id: bytes | None, length: int) -> bytes:
-        """The content of one block (zeros for a hole)."""
+    def fetch(self, block_id: bytes | None, length: int, begin: int | None = None) -> bytes:
+        """The content of one block (zeros for a hole); `begin` is its file offset."""
         if block_id is None:
             return bytes(length)
         with self._lock:
-            data = self._cache.get(block_id)
-            if data is not None:
+            found = self._cache.get(block_id)
+            if found is not None:
                 self._cache.move_to_end(block_id)
-                return data
+                if begin is not None and found[0] != begin:
+                    self._cache[block_id] = (begin, found[1])
+                return found[1]
         data = self._objects.get_block(block_id, length)
         with self._lock:
-            self._cache[block_id] = data
+            self._cache[block_id] = (begin, data)
             while len(self._cache) > self._cache_blocks:
                 self._cache.popitem(last=False)
         return data
@@ -222,6 +230,17 @@ class FileReader:
         for block_id, begin, block_length in self.blocks(offset):
             if begin >= end:
                 break
-            data = self.fetch(block_id, block_length)
+            data = self.fetch(block_id, block_length, begin)
             parts.append(data[max(offset - begin, 0) : end - begin])
         return b"".join(parts)
+
+    def read_cached(self, offset: int, length: int) -> bytes | None:
+        """Like `read` if one cached block holds the whole range, else None (no I/O)."""
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        with self._lock:
+            for begin, data in reversed(self._cache.values()):
+                if begin is not None and begin <= offset and end <= begin + len(data):
+                    return data[offset - begin : end - begin]
+        return None

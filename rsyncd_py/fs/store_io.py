@@ -136,6 +136,9 @@ class StoreFileReader:
         self.digests = digests
 
     async def read(self, offset: int, length: int) -> bytes:
+        cached = self._reader.read_cached(offset, length)  # most delta reads: no thread hop
+        if cached is not None:
+            return cached
         return await self._fs.run(self._reader.read, offset, length)
 
     async def stream(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
@@ -166,7 +169,7 @@ class StoreFileReader:
 
     def _fetch_run(self, run: list[_Block]) -> bytes:
         """On the executor: the content of a run of consecutive blocks."""
-        return b"".join([self._reader.fetch(block_id, length) for block_id, _, length in run])
+        return b"".join([self._reader.fetch(i, length, begin) for i, begin, length in run])
 
     async def close(self) -> None:
         """Nothing to release (blocks are fetched per read)."""

@@ -176,3 +176,18 @@ def test_12000_small_files_at_most_50_puts(store: StoreHarness) -> None:
     print(f"12,000 x 4 KiB files: {puts} PUTs")
     assert puts <= 50
     assert len(volume.namespace(volume.latest()).listdir(b"dir119")) == 100
+
+
+def test_reads_inside_a_fetched_block_need_no_io(store: StoreHarness) -> None:
+    store.create()  # 16 KiB mean chunks
+    volume = store.open()
+    data = random_bytes(400_000, seed=8)
+    reader = volume.reader(write(volume, data).content)
+    assert reader.read_cached(1000, 100) is None  # nothing fetched yet
+    assert reader.read(1000, 100) == data[1000:1100]
+    gets = volume.stack.stats.snapshot().gets  # type: ignore[union-attr]
+    for offset in range(0, 4000, 700):  # rsync-sized reads within the first block
+        assert reader.read_cached(offset, 700) == data[offset : offset + 700]
+    assert volume.stack.stats.snapshot().gets == gets  # type: ignore[union-attr]
+    assert reader.read_cached(0, len(data)) is None  # spans blocks: the caller must read
+    assert reader.read_cached(len(data) + 5, 10) == b""
