@@ -278,14 +278,13 @@ def test_escaping_source_is_refused(ours: Target, rsync_harness: RsyncHarness) -
     assert not (h.client_dir / "out" / "passwd").exists()
 
 
-def test_delta_of_a_one_percent_change(ours: Target, rsync_harness: RsyncHarness) -> None:
-    """The client holds an old 8 MiB file, the server a 1% changed one: Literal <= 2x."""
+def _delta_pull(h: RsyncHarness, ours: Target, size: int) -> None:
+    """The client holds an old `size`-byte file, the server a 1% changed one."""
     from tests.helpers.trees import change_percent, write_file
 
-    h = rsync_harness
     src = h.client_dir / "src"
     big = src / "big"
-    write_file(big, os.urandom(8 << 20), 1_700_000_000_000_000_000)
+    write_file(big, os.urandom(size), 1_700_000_000_000_000_000)
     os.utime(src, ns=(1_700_000_000_000_000_000,) * 2)
     oracle = h.oracle()
     old_copy = h.tmp / "old"
@@ -303,6 +302,16 @@ def test_delta_of_a_one_percent_change(ours: Target, rsync_harness: RsyncHarness
         stats=("Number of regular files transferred", "Total file size", "Literal data"),
     )
     assert r.tree is not None and r.tree[b"big"].digest == snapshot(src)[b"big"].digest
+
+
+def test_delta_of_a_one_percent_change(ours: Target, rsync_harness: RsyncHarness) -> None:
+    """8 MiB, 1% changed in scattered places: Literal data within 2x of real rsync's."""
+    _delta_pull(rsync_harness, ours, 8 << 20)
+
+
+@pytest.mark.soak
+def test_delta_of_a_one_percent_change_256_mib(ours: Target, rsync_harness: RsyncHarness) -> None:
+    _delta_pull(rsync_harness, ours, 256 << 20)
 
 
 @pytest.mark.parametrize(
