@@ -70,6 +70,11 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 
 T = TypeVar("T")
 
+# Symlink-following options: their referents may lie outside the served tree (an
+# absolute target names a path on the machine that was backed up), so the sender
+# refuses them rather than send links where rsync would send what they point to.
+UNSUPPORTED_WHEN_SENDING = ("copy-links", "copy-dirlinks", "copy-unsafe-links")
+
 
 async def send_files(wire: Wire, fs: FileSystem, opts: ServerOptions, neg: Negotiated) -> int:
     """Rsync main.c:do_server_sender: serve one pull from `fs`; return the exit code."""
@@ -118,6 +123,8 @@ class Sender:
     async def run(self) -> int:
         """main.c do_server_sender, after the setup exchange."""
         self.wire.on_message(MSG_ERROR_EXIT, self._peer_exit)
+        if reason := self.opts.unsupported_reason(UNSUPPORTED_WHEN_SENDING):
+            raise SessionError(f"rsync: {reason}", ExitCode.RERR_SYNTAX)
         rules = await self._read(lambda buf: read_filter_list(buf, self.protocol))
         if not await self.send_file_list(rules):
             await self.wire.flush()

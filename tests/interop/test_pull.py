@@ -343,3 +343,15 @@ def test_list_only_output_is_identical(
         f"\n--- oracle ---\n{o.describe(200)}\n--- ours ---\n{r.describe(200)}"
     )
     assert o.returncode == 0 and o.stdout.endswith(b"\n")
+
+
+@pytest.mark.parametrize("option", ["-L", "-k", "--copy-unsafe-links"])
+def test_symlink_following_is_refused(
+    option: str, ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
+) -> None:
+    """Referents may lie outside the served tree: refused with rsync's text, exit 1."""
+    h = rsync_harness
+    serve_tree(h, ours, varied_tree)
+    result = pull(h, ours, ["-a", option, "lh:src/", "out/"], "out")
+    assert result.returncode == 1, result.describe()
+    assert b"The server does not support --copy-" in result.stderr
