@@ -226,7 +226,9 @@ def test_pull_numeric_ids_keeps_numbers(
     "source",
     ["src", "src/dir", "src/dir/", "src/size-701", "src/./dir/sub", "src/names/*", "src/s*-70?"],
 )
-@pytest.mark.parametrize("extra", [(), ("-R",)], ids=["plain", "relative"])
+@pytest.mark.parametrize(
+    "extra", [(), ("-R",), ("-s",)], ids=["plain", "relative", "secluded-args"]
+)
 def test_source_argument_forms(
     source: str,
     extra: tuple[str, ...],
