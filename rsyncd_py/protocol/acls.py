@@ -258,8 +258,7 @@ class AclReceiver:
             for i, racl in enumerate(acls):
                 if racl.names:
                     names = tuple(
-                        replace(ida, id=map_id(ida.is_user, ida.id, ida.name))
-                        for ida in racl.names
+                        replace(ida, id=map_id(ida.is_user, ida.id, ida.name)) for ida in racl.names
                     )
                     acls[i] = replace(racl, names=names)
 

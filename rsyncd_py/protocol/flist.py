@@ -24,6 +24,7 @@ from __future__ import annotations
 import stat as stat_mod
 from dataclasses import replace
 
+from rsyncd_py.protocol.acls import AclReceiver
 from rsyncd_py.protocol.constants import (
     MAXPATHLEN,
     XMIT_CRTIME_EQ_MTIME,
@@ -64,6 +65,7 @@ from rsyncd_py.protocol.flist_entry import (
 )
 from rsyncd_py.protocol.flist_send import FlistEncoder
 from rsyncd_py.protocol.ints import Cursor
+from rsyncd_py.protocol.xattrs import XattrReceiver
 
 __all__ = [
     "FLAG_CONTENT_DIR",
@@ -83,11 +85,23 @@ __all__ = [
 class FlistDecoder:
     """Reads file-list entries one at a time (flist.c recv_file_entry)."""
 
-    def __init__(self, options: FlistOptions, *, ndx_start: int = 0) -> None:
+    def __init__(
+        self,
+        options: FlistOptions,
+        *,
+        ndx_start: int = 0,
+        acls: AclReceiver | None = None,
+        xattrs: XattrReceiver | None = None,
+    ) -> None:
         self.options = options
         self.ndx_start = ndx_start
         self.entries: list[FileEntry] = []  # in receive order
         self._prev = Previous()
+        # the session's ACL and xattr lists (-A, -X), shared with later incremental lists
+        self.acls = (acls or AclReceiver()) if options.preserve_acls else None
+        self.xattrs = None
+        if options.preserve_xattrs:
+            self.xattrs = xattrs or XattrReceiver(level=options.preserve_xattrs)
 
     def read(self, cur: Cursor) -> FileEntry | ListEnd:
         """Decode the next entry or the end marker; the entry is appended to `entries`."""
@@ -107,6 +121,7 @@ class FlistDecoder:
                     raise RemoteProtocolError(f"Invalid flist flag: {xflags:x}")
                 return ListEnd(cur.varint())
         entry, prev = self._decode_entry(cur, xflags)
+        self._decode_acl_xattrs(cur, entry)
         entries = self.entries
 
         def commit() -> None:
@@ -310,6 +325,16 @@ class FlistDecoder:
             checksum=checksum,
             dev_ino=dev_ino,
         )
+
+    def _decode_acl_xattrs(self, cur: Cursor, entry: FileEntry) -> None:
+        """recv_file_entry's tail: the ACLs (not for a symlink), then the xattrs.
+
+        Hard links that copied their other fields from an earlier entry carry them too.
+        """
+        if self.acls is not None and not entry.is_symlink():
+            entry.acl_ndx, entry.def_acl_ndx = self.acls.read(cur, entry.mode)
+        if self.xattrs is not None:
+            entry.xattr_ndx = self.xattrs.read(cur, entry.name)
 
     def _set_dir_flags(
         self, entry: FileEntry, xflags: int, l1: int, l2: int, prev: Previous

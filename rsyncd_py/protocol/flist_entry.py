@@ -51,6 +51,8 @@ class FlistOptions:
     preserve_hard_links: bool = False
     preserve_atimes: bool = False
     preserve_crtimes: bool = False
+    preserve_acls: bool = False  # -A: ACLs follow each entry (acls.py)
+    preserve_xattrs: int = 0  # -X (2 for -XX): xattrs follow each entry (xattrs.py)
     checksum_len: int = 0  # -c: bytes of file checksum per regular file, else 0
     relative_paths: bool = False
     numeric_ids: bool = False
@@ -80,6 +82,9 @@ class FileEntry:
     hlink_first_ndx: int | None = None  # hard-link group: receive index of its first member
     dev_ino: tuple[int, int] | None = None  # hard-link identity below protocol 30
     flags: int = 0  # FLAG_TOP_DIR | FLAG_CONTENT_DIR | FLAG_IMPLIED_DIR
+    acl_ndx: int | None = None  # -A: index of the access ACL in the session's list
+    def_acl_ndx: int | None = None  # -A, directories: index of the default ACL
+    xattr_ndx: int | None = None  # -X: index of the xattr set in the session's list
     active: bool = True  # False once removed as a duplicate (the index stays taken)
 
     def is_dir(self) -> bool:

@@ -8,7 +8,10 @@ protocols 27-29. The sender role (a pull) uses it; tests use it for round trips.
 from __future__ import annotations
 
 import stat as stat_mod
+from collections.abc import Sequence
 
+from rsyncd_py.protocol.acl_blob import rsync_acls
+from rsyncd_py.protocol.acls import AclSender
 from rsyncd_py.protocol.constants import (
     XMIT_CRTIME_EQ_MTIME,
     XMIT_EXTENDED_FLAGS,
@@ -52,20 +55,68 @@ from rsyncd_py.protocol.ints import (
     pack_varlong,
     pack_varlong30,
 )
+from rsyncd_py.protocol.xattrs import XattrSender, sender_keeps
 
 
 class FlistEncoder:
     """Writes file-list entries (flist.c send_file_entry); the sender's half."""
 
-    def __init__(self, options: FlistOptions, *, ndx_start: int = 0) -> None:
+    def __init__(
+        self,
+        options: FlistOptions,
+        *,
+        ndx_start: int = 0,
+        acls: AclSender | None = None,
+        xattrs: XattrSender | None = None,
+    ) -> None:
         self.options = options
         self.ndx_start = ndx_start
         self._prev = Previous()
         self._count = 0
         self._hlink_firsts: dict[object, int] = {}
+        # the session's ACL and xattr lists (-A, -X), shared with later incremental lists
+        self.acls = (acls or AclSender()) if options.preserve_acls else None
+        self.xattrs = (xattrs or XattrSender()) if options.preserve_xattrs else None
 
-    def encode(self, entry: FileEntry, *, hlink_key: object | None = None) -> bytes:
-        """Return the wire bytes of `entry`; `hlink_key` groups hard links (>= 30)."""
+    def encode(
+        self,
+        entry: FileEntry,
+        *,
+        hlink_key: object | None = None,
+        acl: bytes | None = None,
+        xattrs: Sequence[tuple[bytes, bytes]] = (),
+    ) -> bytes:
+        """Return the wire bytes of `entry`; `hlink_key` groups hard links (>= 30).
+
+        `acl` and `xattrs` are the entry's `Stat.acl` and `Stat.xattrs`, sent with -A/-X
+        (the xattr set's index is left in `entry.xattr_ndx` for the requests to come).
+        """
+        return self._encode_fields(entry, hlink_key) + self._encode_acl_xattrs(entry, acl, xattrs)
+
+    def _encode_acl_xattrs(
+        self, entry: FileEntry, acl: bytes | None, xattrs: Sequence[tuple[bytes, bytes]]
+    ) -> bytes:
+        """flist.c send_file_name after send_file_entry: send_acl, then send_xattr.
+
+        get_acl/get_xattr read nothing for a symlink, device or special file whose kind
+        is not preserved (and no ACL at all for a symlink).
+        """
+        opts = self.options
+        mode = entry.mode
+        kept = _attrs_kept(opts, mode)
+        out = b""
+        if self.acls is not None and not stat_mod.S_ISLNK(mode):
+            access, default = rsync_acls(acl if kept else None, mode)
+            out += self.acls.encode(access, default, mode)
+        if self.xattrs is not None:
+            level = opts.preserve_xattrs
+            pairs = [p for p in xattrs if sender_keeps(p[0], level=level)] if kept else []
+            data, entry.xattr_ndx = self.xattrs.encode(pairs)
+            out += data
+        return out
+
+    def _encode_fields(self, entry: FileEntry, hlink_key: object | None) -> bytes:
+        """flist.c send_file_entry."""
         opts = self.options
         protocol = opts.protocol
         prev = self._prev
@@ -258,3 +309,14 @@ class FlistEncoder:
                 io_error
             )
         return b"\x00"
+
+
+def _attrs_kept(opts: FlistOptions, mode: int) -> bool:
+    """Whether get_acl/get_xattr read the attributes of an entry of this kind."""
+    if stat_mod.S_ISLNK(mode):
+        return opts.preserve_links
+    if is_special(mode):
+        return opts.preserve_specials
+    if is_device(mode):
+        return opts.preserve_devices
+    return True

@@ -415,8 +415,7 @@ def _find(items: XattrSet, num: int, fname: bytes, who: str) -> XattrItem:
 
 def _abbrev_error(item: XattrItem, fname: bytes, who: str) -> RemoteProtocolError:
     return RemoteProtocolError(
-        f"[{who}] internal abbrev error on {_text(fname)} "
-        f"({_text(item.name)}, len={item.length})!"
+        f"[{who}] internal abbrev error on {_text(fname)} ({_text(item.name)}, len={item.length})!"
     )
 
 

@@ -14,7 +14,7 @@ import grp
 import importlib.util
 import pwd
 import shlex
-import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,10 +22,16 @@ from types import ModuleType
 from rsyncd_py.protocol.acls import AclReceiver, AclSender
 from rsyncd_py.protocol.buffer import ReceiveBuffer
 from rsyncd_py.protocol.constants import ITEM_TRANSFER, NDX_DONE
-from rsyncd_py.protocol.flist import FileEntry, FlistDecoder, FlistOptions, ListEnd
+from rsyncd_py.protocol.flist import (
+    FileEntry,
+    FlistDecoder,
+    FlistEncoder,
+    FlistOptions,
+    ListEnd,
+)
 from rsyncd_py.protocol.flist_sort import sort_and_clean
 from rsyncd_py.protocol.idlist import read_id_list
-from rsyncd_py.protocol.ints import Cursor, read_item
+from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.itemize import ItemRecord, read_ndx_and_attrs
 from rsyncd_py.protocol.ndx import NdxDecoder
 from rsyncd_py.protocol.sums import read_sum_head
@@ -85,10 +91,17 @@ def load(case: str) -> Case:
 @dataclass
 class Decoded:
     entry: FileEntry
-    acl: tuple[int, int | None] | None  # (access index, default index)
-    xattr: int | None
-    acl_bytes: bytes = b""
-    xattr_bytes: bytes = b""
+
+    @property
+    def acl(self) -> tuple[int, int | None] | None:
+        """(access index, default index), or None for an entry without ACLs."""
+        if self.entry.acl_ndx is None:
+            return None
+        return self.entry.acl_ndx, self.entry.def_acl_ndx
+
+    @property
+    def xattr(self) -> int | None:
+        return self.entry.xattr_ndx
 
 
 @dataclass
@@ -96,6 +109,7 @@ class DecodedList:
     entries: list[Decoded]
     acls: AclReceiver
     xattrs: XattrReceiver
+    list_bytes: bytes  # the list itself, up to and including its end marker
     rest: bytes  # the sender's data after the list (and its id lists)
     by_name: dict[bytes, Decoded] = field(default_factory=dict)
 
@@ -110,39 +124,29 @@ def flist_options(case: Case) -> FlistOptions:
         preserve_links=True,
         preserve_devices=True,
         preserve_specials=True,
+        preserve_acls=case.acls,
+        preserve_xattrs=int(case.xattrs),
         id0_names=True,
         inc_recurse=case.inc_recurse,
     )
 
 
 def decode_flist(case: Case, *, feed: int = 0) -> DecodedList:
-    """Decode the (first) file list with its ACLs and xattrs.
+    """Decode the (first) file list, ACLs and xattrs included (FlistDecoder).
 
     With `feed` > 0 the data arrives `feed` bytes at a time and every read that comes up
     short must leave the buffer and both caches untouched.
     """
     decoder = FlistDecoder(flist_options(case))
-    acls, xattrs = AclReceiver(), XattrReceiver()
+    acls = decoder.acls or AclReceiver()
+    xattrs = decoder.xattrs or XattrReceiver()
     data = case.sender_data
     buf = ReceiveBuffer(b"" if feed else data)
     fed = 0 if feed else len(data)
-
-    def read_one(cur: Cursor) -> Decoded | ListEnd:
-        item = decoder.read(cur)
-        if isinstance(item, ListEnd):
-            return item
-        start = cur.pos
-        acl = acls.read(cur, item.mode) if case.acls and not stat.S_ISLNK(item.mode) else None
-        middle = cur.pos
-        xattr = xattrs.read(cur, item.name) if case.xattrs else None
-        raw = buf.peek(cur.pos)  # the whole item, not consumed yet
-        assert raw is not None
-        return Decoded(item, acl, xattr, raw[start:middle], raw[middle:])
-
     entries: list[Decoded] = []
     while True:
         before = (len(buf), len(acls.access), len(acls.default), len(xattrs.sets))
-        item = read_item(buf, read_one)
+        item = read_item(buf, decoder.read)
         if item is None:
             assert before == (len(buf), len(acls.access), len(acls.default), len(xattrs.sets))
             assert fed < len(data), "the list never ended"
@@ -151,15 +155,24 @@ def decode_flist(case: Case, *, feed: int = 0) -> DecodedList:
             continue
         if isinstance(item, ListEnd):
             break
-        entries.append(item)
+        entries.append(Decoded(item))
     buf.extend(data[fed:])
+    list_bytes = data[: len(data) - len(buf)]
     if not case.inc_recurse:
         for _ in range(2):  # uid and gid name lists
             ids = read_item(buf, lambda cur: read_id_list(cur, case.protocol, id0_names=True))
             assert ids is not None
-    result = DecodedList(entries, acls, xattrs, buf.take_all())
+    result = DecodedList(entries, acls, xattrs, list_bytes, buf.take_all())
     result.by_name = {d.entry.name: d for d in entries}
     return result
+
+
+def encode_flist(case: Case, decoded: DecodedList, attrs: Callable[[Decoded], dict]) -> bytes:
+    """The decoded list written again by FlistEncoder, with `attrs(d)` as the keyword
+    arguments (acl=, xattrs=) of each entry; our sender's version of the list."""
+    encoder = FlistEncoder(flist_options(case), acls=acl_sender_for(case))
+    out = b"".join(encoder.encode(d.entry, **attrs(d)) for d in decoded.entries)
+    return out + encoder.end()
 
 
 def mirror_sender(decoded: DecodedList) -> XattrSender:

@@ -71,18 +71,27 @@ def acl_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @needs_setfacl
 @pytest.mark.parametrize("case", ACL_CASES)
-def test_our_sender_writes_the_real_senders_bytes(case: str, acl_tree: Path) -> None:
+def test_our_file_list_is_the_real_senders_byte_for_byte(case: str, acl_tree: Path) -> None:
+    """FlistEncoder with the files' kernel ACLs writes the list rsync wrote (with inline
+    names under incremental recursion)."""
     golden = goldens.load(case)
     decoded = goldens.decode_flist(golden)
-    sender = goldens.acl_sender_for(golden)
     for d in decoded.entries:
-        if d.acl is None:
-            assert stat.S_ISLNK(d.entry.mode)
-            continue
-        path = acl_tree / d.entry.name.decode()
-        access, default = rsync_acls(kernel_blob(path), d.entry.mode)
-        assert sender.encode(access, default, d.entry.mode) == d.acl_bytes, d.entry.name
-    assert (1 in sender.user_ids) and (1234 in sender.user_ids) and (4 in sender.group_ids)
+        assert (d.acl is None) == stat.S_ISLNK(d.entry.mode)
+    encoded = goldens.encode_flist(
+        golden, decoded, lambda d: {"acl": kernel_blob(acl_tree / d.entry.name.decode())}
+    )
+    assert encoded == decoded.list_bytes
+
+
+@needs_setfacl
+def test_acl_sender_records_the_ids_for_the_id_lists(acl_tree: Path) -> None:
+    sender = AclSender()
+    for name in TREES.ACL_TREE:
+        path = acl_tree / name
+        mode = os.lstat(path).st_mode
+        sender.encode(*rsync_acls(kernel_blob(path), mode), mode)
+    assert list(sender.user_ids) == [1, 1234] and list(sender.group_ids) == [4]
 
 
 @needs_setfacl

@@ -78,21 +78,26 @@ def test_real_senders_lists_decode_to_the_tree(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", XATTR_CASES)
-def test_our_sender_writes_the_same_bytes(case: str) -> None:
+def test_our_file_list_is_the_real_senders_byte_for_byte(case: str) -> None:
+    """FlistEncoder with the tree's xattrs writes the list rsync wrote."""
     golden = goldens.load(case)
     decoded = goldens.decode_flist(golden)
-    sender = XattrSender()
-    for d in decoded.entries:
-        data, ndx = sender.encode(_tree_pairs(TREES.XATTR_TREE, d.entry.name))
-        assert data == d.xattr_bytes, d.entry.name
-        assert ndx == d.xattr
+    expected = [d.xattr for d in decoded.entries]
+    pairs = {d.entry.name: _tree_pairs(TREES.XATTR_TREE, d.entry.name) for d in decoded.entries}
+    # trusted.* and system.* names as a sender sees them: system.* never travels
+    extra = ((b"system.posix_acl_access", b"\x02\0\0\0"),)
+    encoded = goldens.encode_flist(
+        golden, decoded, lambda d: {"xattrs": pairs[d.entry.name] + extra}
+    )
+    assert encoded == decoded.list_bytes
+    assert [d.xattr for d in decoded.entries] == expected  # the encoder left the indexes
 
 
 def test_the_whole_list_decodes_a_byte_at_a_time() -> None:
     golden = goldens.load("push-x-update-p32")
     whole = goldens.decode_flist(golden)
     trickled = goldens.decode_flist(golden, feed=1)
-    assert [d.xattr_bytes for d in trickled.entries] == [d.xattr_bytes for d in whole.entries]
+    assert [d.xattr for d in trickled.entries] == [d.xattr for d in whole.entries]
     assert trickled.xattrs.sets == whole.xattrs.sets
     assert trickled.rest == whole.rest
 
