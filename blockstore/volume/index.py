@@ -59,7 +59,7 @@ SLACK = 4096
 MIN_CAPACITY = 1 << 12
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _HEADER = struct.Struct("<8sQQQQQ16s")
-_MAGIC = b"RPIDX001"
+_MAGIC = b"RPIDX002"  # 002: homes mix both ends of the id
 _PACK = struct.Struct("<32sQQII8x")  # name, size, created ns, count, flags
 PACK_DELETED = 1
 _GEN = struct.Struct("<8sQ")
@@ -97,14 +97,19 @@ def _boot_id() -> bytes:
 
 
 def _homes(ids: np.ndarray, capacity: int) -> np.ndarray:
-    """Home slots of `ids` (V32 array): fastrange of the mixed first 8 bytes."""
-    head = np.frombuffer(ids.tobytes(), dtype=">u8")[::4]
-    mixed = (head.astype(np.uint64) * _MIX) >> np.uint64(32)
+    """Home slots of `ids` (V32 array): fastrange of the mixed first and last 8 bytes.
+
+    Real ids are uniform hashes already; mixing both ends spreads hand-made ids too
+    (counters, zero-padded names), which would otherwise pile into one probe run.
+    """
+    words = np.frombuffer(ids.tobytes(), dtype=">u8").reshape(-1, 4)
+    mixed = ((words[:, 0] ^ words[:, 3]).astype(np.uint64) * _MIX) >> np.uint64(32)
     return ((mixed * np.uint64(capacity)) >> np.uint64(32)).astype(np.int64)
 
 
 def _home(ident: bytes, capacity: int) -> int:
-    mixed = ((int.from_bytes(ident[:8]) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> 32
+    key = int.from_bytes(ident[:8]) ^ int.from_bytes(ident[24:32])
+    mixed = ((key * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> 32
     return (mixed * capacity) >> 32
 
 
