@@ -73,6 +73,9 @@ class SendEntry:
     st: Stat
 
 
+# flist.c's "missing" entry for --delete-missing-args: mode 0 tells the generator to delete
+MISSING = Stat(mode=0)
+
 Emit = Callable[[SendEntry], None]
 DigestLookup = Callable[[object, str], bytes | None]
 
@@ -119,6 +122,7 @@ class FileListBuilder:
         emit: Emit,
         recorded_digest: DigestLookup,
         file_checksum: str,
+        missing_args: int = 0,
     ) -> None:
         self.wire = wire
         self.fs = fs
@@ -131,6 +135,7 @@ class FileListBuilder:
         self.emit = emit
         self.recorded_digest = recorded_digest
         self.file_checksum = file_checksum
+        self.missing_args = missing_args  # 1: --ignore-missing-args, 2: --delete-missing-args
         self.io_error = 0
         self.entries: list[SendEntry] = []
         self.total_size = 0
@@ -144,10 +149,7 @@ class FileListBuilder:
         flags = FLAG_CONTENT_DIR if self.recurse else 0
         implied_dot_dir = 0
         for arg in args:
-            parsed = self._split_arg(arg, implied_dot_dir == 0)
-            if parsed is None:
-                continue
-            dir_part, name, name_type, wants_dot_dir = parsed
+            dir_part, name, name_type, wants_dot_dir = self._split_arg(arg, implied_dot_dir == 0)
             if wants_dot_dir and implied_dot_dir == 0:
                 implied_dot_dir = -1
             changed = await self._change_dir(base, dir_part)
@@ -160,9 +162,7 @@ class FileListBuilder:
                 await self._send_implied_dot()
             await self._send_arg(name, name_type, flags)
 
-    def _split_arg(
-        self, arg: bytes, first_dot: bool
-    ) -> tuple[bytes | None, bytes, NameType, bool] | None:
+    def _split_arg(self, arg: bytes, first_dot: bool) -> tuple[bytes | None, bytes, NameType, bool]:
         """The (directory, name, name type, leading "./" under -R) of one argument."""
         wants_dot_dir = False
         if not self.relative:
@@ -252,11 +252,13 @@ class FileListBuilder:
         if name_type is not NameType.NORMAL:
             with contextlib.suppress(FsError):  # link_stat follows "link/" and "link/."
                 path = await self._follow_dirs(path)
-        st = await self._link_stat(path)
+        st = await self._link_stat(path, missing_ok=self.missing_args > 0)
         if st is None:
-            return
+            if self.missing_args != 2:
+                return
+            st = MISSING  # the client's generator deletes what we could not find
         is_dir = st.is_dir()
-        if name_type is not NameType.DOTDIR and self._excluded(name, is_dir):
+        if name_type is not NameType.DOTDIR and st.mode and self._excluded(name, is_dir):
             return
         if is_dir and not self.xfer_dirs:
             self.wire.rprintf(Log.INFO, f"skipping directory {_text(name)}\n")
@@ -274,14 +276,17 @@ class FileListBuilder:
         else:
             await self._send_file_name(name, path, st, flags, filtered=False)
 
-    async def _link_stat(self, path: bytes) -> Stat | None:
-        """link_stat of a top-level argument; a failure is reported and skipped."""
+    async def _link_stat(self, path: bytes, *, missing_ok: bool = False) -> Stat | None:
+        """link_stat of a top-level argument; a failure is reported and skipped.
+
+        With `missing_ok` (--ignore/--delete-missing-args) a missing one is not an error.
+        """
         try:
             st = await self.fs.lstat(path)
             err = errno.ENOENT if st is None else 0
         except FsError as exc:
             st, err = None, exc.errno or errno.EIO
-        if st is None:
+        if st is None and not (missing_ok and err == errno.ENOENT):
             if err != errno.ENOENT:
                 self.io_error |= IOERR_GENERAL
             self._report_errno(err, f"link_stat {self._full(path)} failed")

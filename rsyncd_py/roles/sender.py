@@ -168,6 +168,7 @@ class Sender:
             emit=lambda sent: wire.write(encoder.encode(sent.entry)),
             recorded_digest=recorded_digest,
             file_checksum=neg.file_checksum,
+            missing_args=opts.missing_args,
         )
         await builder.build(base, sources)
         built = time.monotonic()

@@ -247,20 +247,30 @@ def test_source_argument_forms(
     assert_equivalent(o, r, **NOT_LINKED)  # type: ignore[arg-type]
 
 
-def test_missing_source(ours: Target, rsync_harness: RsyncHarness, varied_tree: Path) -> None:
-    """A missing source is a partial transfer (23) with rsync's message, and no crash."""
+@pytest.mark.parametrize(
+    "extra", [(), ("--ignore-missing-args",), ("--delete-missing-args", "-i")], ids=str
+)
+def test_missing_source(
+    extra: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
+) -> None:
+    """A missing source: exit 23 with rsync's message, ignored, or deleted on the client."""
     h = rsync_harness
     oracle = h.oracle()
     for target in (oracle, ours):
         serve_tree(h, target, varied_tree)
+    (h.tmp / "old").mkdir()
+    (h.tmp / "old" / "nope").write_bytes(b"the client has it, the server does not")
     o, r = pull_each(
-        h, [oracle, ours], ["-a", "lh:src/nope", "lh:src/size-1"], keep_root_time=False
+        h,
+        [oracle, ours],
+        ["-a", *extra, "lh:src/nope", "lh:src/size-1"],
+        old_copy=h.tmp / "old",
+        keep_root_time=False,
     )
     assert_equivalent(o, r)
-    assert (
-        b'link_stat "' in r.stderr
-        and b'src/nope" failed: No such file or directory (2)' in r.stderr
-    )
+    if not extra:
+        assert b'link_stat "' in r.stderr
+        assert b'src/nope" failed: No such file or directory (2)' in r.stderr
 
 
 def test_only_missing_source_ends_after_the_list(
