@@ -70,10 +70,19 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 
 T = TypeVar("T")
 
-# Symlink-following options: their referents may lie outside the served tree (an
-# absolute target names a path on the machine that was backed up), so the sender
-# refuses them rather than send links where rsync would send what they point to.
-UNSUPPORTED_WHEN_SENDING = ("copy-links", "copy-dirlinks", "copy-unsafe-links")
+# Options the sender refuses (rsync's "The server does not support --X" text, exit 1):
+# - symlink following: referents may lie outside the served tree (an absolute target
+#   names a path on the machine that was backed up);
+# - ACLs, xattrs and hard links: the file list would need their data (and xattr
+#   requests their replies), which this sender does not produce yet.
+UNSUPPORTED_WHEN_SENDING = (
+    "copy-links",
+    "copy-dirlinks",
+    "copy-unsafe-links",
+    "acls",
+    "xattrs",
+    "hard-links",
+)
 
 
 async def send_files(wire: Wire, fs: FileSystem, opts: ServerOptions, neg: Negotiated) -> int:
