@@ -18,9 +18,11 @@ the bucket self-describing: `reindex` rebuilds the local index from `packs/` alo
 
 Where things are (the local `PackIndex`, index.py): object -> (pack number, offset,
 length). `get`/`get_range` of a packed key is one range GET of its bytes inside the
-pack. Objects not uploaded yet are served from memory (`_pending`), so a writer sees
-its own writes at once. An object enters the index only after its pack is uploaded,
-so the index never points at data the bucket does not have.
+pack. A read that misses the index first syncs it from the bucket (another process may
+have written the pack since); `exists` never does (dedup misses are the normal case).
+Objects not uploaded yet are served from memory (`_pending`), so a writer sees its own
+writes at once. An object enters the index only after its pack is uploaded, so the
+index never points at data the bucket does not have.
 
 Failures: an upload that fails drops its objects from `_pending` (so `exists` turns
 false and a retry stores them again) and is reported by the next `flush()`, which is
@@ -62,7 +64,6 @@ _TAIL = struct.Struct("<4sB3xIQII4x")  # magic, version, count, created ns, entr
 _MAGIC = b"RSPK"
 _VERSION = 1
 _TRAILER_GUESS = 64 << 10
-RESYNC_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ class PackLayer(Layer):
         return self._read(key, parsed, offset, length)
 
     def _read(self, key: str, parsed: tuple[int, bytes], start: int, length: int | None) -> bytes:
+        began = time.monotonic()
         for attempt in range(2):
             with self._lock:
                 pending = self._pending.get(key)
@@ -318,8 +320,9 @@ class PackLayer(Layer):
                 data = pending[1]
                 return bytes(data[start : None if length is None else start + length])
             found = self.index.lookup(*parsed)
-            if found is None and not attempt and self._may_resync():
-                continue  # written since we last looked at the bucket (another process)?
+            if found is None and not attempt and self._last_sync < began:
+                self.sync_from_bucket()  # written by another process since we looked?
+                continue
             if found is None:
                 raise NotFoundError(f"{key}: not found", key=key)
             number, offset, size = found
@@ -340,17 +343,6 @@ class PackLayer(Layer):
                 raise IntegrityError(f"{key}: pack {info.name} is truncated", key=key)
             return data
         raise AssertionError("unreachable")
-
-    def _may_resync(self) -> bool:
-        """Sync from the bucket if the last sync is older than RESYNC_SECONDS; say if so.
-
-        A reader in another process (ls, cat, FUSE) learns about packs a writer added
-        after it opened; a miss on `exists` does not resync (dedup misses are normal).
-        """
-        if time.monotonic() - self._last_sync < RESYNC_SECONDS:
-            return False
-        self.sync_from_bucket()
-        return True
 
     def exists(self, key: str) -> bool:
         parsed = self._packed(key)

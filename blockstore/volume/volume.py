@@ -30,6 +30,7 @@ from blockstore.backend import Backend, Layer, StoreError
 from blockstore.volume.blockid import BlockHasher
 from blockstore.volume.chunker import ChunkParams
 from blockstore.volume.files import FileBuilder, FileReader
+from blockstore.volume.lease import Lease
 from blockstore.volume.objects import Content
 from blockstore.volume.objectstore import ObjectStore
 from blockstore.volume.snapshots import Snapshot, SnapshotStore, empty_root
@@ -39,7 +40,6 @@ from blockstore.volume.tree import Namespace, TreeCache
 if TYPE_CHECKING:
     from blockstore.factory import StoreStack
     from blockstore.layers.pack import PackLayer
-    from blockstore.volume.lease import Lease
 
 DEFAULT_PACK_SIZE = 16 << 20
 
@@ -129,6 +129,27 @@ class Volume:
         found = self.backend.find_layer(PackLayer) if isinstance(self.backend, Layer) else None
         return found if isinstance(found, PackLayer) else None
 
+    def acquire_lease(self, *, force: bool = False) -> None:
+        """Become the store's writer: take the lease, then catch up with the bucket.
+
+        Packs written by the previous writer (another process, maybe another machine)
+        are indexed before this process deduplicates against its index.
+        """
+        if self.stack is None:
+            return
+        if self.lease is None:
+            self.lease = Lease(self.stack.raw)
+        self.lease.acquire(force=force)
+        pack = self.pack_layer
+        if pack is not None:
+            pack.sync_from_bucket()
+
+    def release_lease(self) -> None:
+        """Stop being the writer (no-op if not)."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
     def check_writable(self) -> None:
         """Raise unless this volume may commit (its lease, when it has one, is valid)."""
         if self.lease is not None:
@@ -154,9 +175,7 @@ class Volume:
         """Release the lease, stop the pool and close the stack (if this volume owns it)."""
         try:
             self.pool.shutdown(wait=True)
-            if self.lease is not None:
-                self.lease.release()
-                self.lease = None
+            self.release_lease()
         finally:
             if self.stack is not None:
                 self.stack.close()

@@ -25,7 +25,6 @@ from typing import Any
 from blockstore.backend import StoreError
 from blockstore.volume import (
     ChunkParams,
-    Lease,
     TreeEntry,
     Volume,
     VolumeParams,
@@ -74,13 +73,6 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 def _open(args: argparse.Namespace, *, read_only: bool, **options: Any) -> Volume:
     return open_volume(args.store, key_file=args.key_file, state_dir=args.state_dir,
                        read_only=read_only, **options)
-
-
-def _take_lease(volume: Volume, force: bool) -> None:
-    assert volume.stack is not None
-    lease = Lease(volume.stack.raw)
-    lease.acquire(force=force)
-    volume.lease = lease
 
 
 def _print_json(value: object) -> None:
@@ -239,7 +231,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     volume = _open(args, read_only=False)
     try:
         if not args.dry_run:
-            _take_lease(volume, args.force)
+            volume.acquire_lease(force=args.force)
         report = gc(volume, grace_seconds=args.grace, repack_threshold=args.repack_threshold,
                     dry_run=args.dry_run,
                     progress=None if args.json else lambda m: print(m, file=sys.stderr))
@@ -264,7 +256,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     volume = _open(args, read_only=args.dry_run)
     try:
         if not args.dry_run:
-            _take_lease(volume, args.force)
+            volume.acquire_lease(force=args.force)
         decisions = forget(volume, policy, dry_run=args.dry_run)
     finally:
         volume.close()

@@ -40,7 +40,6 @@ from blockstore.backend import StoreError
 from blockstore.volume import (
     NEEDS_IO,
     RESERVED_ROOT_NAME,
-    Lease,
     Namespace,
     Transaction,
     TreeEntry,
@@ -334,14 +333,12 @@ class StoreProvider:
             latest = await loop.run_in_executor(self.executor, self.volume.latest)
             return StoreFileSystem(self, view=self.volume.namespace(latest))
         async with self._lease_lock:
-            if self._writers == 0 and self.volume.stack is not None:
-                lease = self.volume.lease or Lease(self.volume.stack.raw)
+            if self._writers == 0:
+                acquire = functools.partial(self.volume.acquire_lease, force=self._force)
                 try:
-                    acquire = functools.partial(lease.acquire, force=self._force)
                     await loop.run_in_executor(self.executor, acquire)
                 except StoreError as exc:
                     raise FsError(exc.errno, str(exc), b"") from exc
-                self.volume.lease = lease
             self._writers += 1
         tx = await loop.run_in_executor(self.executor, self.volume.begin)
         return StoreFileSystem(self, tx=tx)
@@ -349,9 +346,9 @@ class StoreProvider:
     async def release_writer(self) -> None:
         async with self._lease_lock:
             self._writers -= 1
-            if self._writers == 0 and self.volume.lease is not None:
-                lease, self.volume.lease = self.volume.lease, None
-                await asyncio.get_running_loop().run_in_executor(self.executor, lease.release)
+            if self._writers == 0:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.executor, self.volume.release_lease)
 
     async def aclose(self) -> None:
         """Let running jobs finish, then close the volume (flush, drop the lease)."""

@@ -20,7 +20,7 @@ from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
 from blockstore.volume import Volume, VolumeParams
 from rsyncd_py.fs import store as store_fs
-from rsyncd_py.fs.base import FileSystem
+from rsyncd_py.fs.base import FileSystem, FsError
 from rsyncd_py.fs.factory import StoreOptions
 from rsyncd_py.fs.store import StoreProvider
 from tests.fs.contract import (
@@ -173,3 +173,29 @@ async def test_whole_file_digests_are_recorded(fs_env: ProviderEnv) -> None:
     reader = await fs.open_read(b"f")
     assert reader.digests == digests  # type: ignore[attr-defined]
     await fs.close(True)
+
+
+@async_test
+async def test_second_writing_process_is_refused(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    create_store(url, volume=VolumeParams().to_config())
+    first = StoreProvider.open(StoreOptions(url=url, cache_dir=str(tmp_path / "a")))
+    second = StoreProvider.open(StoreOptions(url=url, cache_dir=str(tmp_path / "b")))
+    try:
+        fs = await first.open_session(writable=True)
+        with pytest.raises(FsError) as info:
+            await second.open_session(writable=True)
+        assert info.value.errno == errno.EBUSY
+        assert f"store is locked by {os.uname().nodename} pid {os.getpid()} since" in str(
+            info.value
+        )
+        reader = await second.open_session(writable=False)  # readers need no lease
+        await reader.close(True)
+        await write_file(fs, b"f", b"x")
+        await fs.close(True)  # the last writer leaves: the lease is released
+        fs = await second.open_session(writable=True)
+        assert await read_file(fs, b"f") == b"x"
+        await fs.close(True)
+    finally:
+        await first.aclose()
+        await second.aclose()
