@@ -43,6 +43,7 @@ from rsyncd_py.protocol.options import (
     parse_server_args,
     read_secluded_args,
 )
+from rsyncd_py.roles import acl_xattr
 from rsyncd_py.transports.stream import ByteStream
 from rsyncd_py.wire import Log, PeerExit, Wire
 
@@ -166,6 +167,7 @@ class _Session:
         wire.write(handshake.pack_version(min(ours, PROTOCOL_VERSION)))
         remote = await wire.read(lambda buf: read_item(buf, handshake.read_version))
         protocol = handshake.agree_version(remote, forced=opts.protocol_version)
+        acl_xattr.check_protocol(opts, protocol)
         wire.protocol = protocol
         wire.msgs2stderr = opts.msgs2stderr
         if protocol <= 28 and not opts.saw_stderr_opt:

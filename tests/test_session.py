@@ -65,7 +65,7 @@ PUSH = ["--server", "-logDtpre.LsfxCIvu", ".", "dst/"]
             1,
             "rsync: on remote machine: --bogus-opt: unknown option",
         ),
-        (["--server", "-logDtprAe.LsfxCIvu", ".", "dst/"], 1, "does not support --acls"),
+        (["--server", "-logDtpryre.LsfxCIvu", ".", "dst/"], 1, "does not support --fuzzy"),
         (["--server", "--daemon", "."], 4, "daemon mode over a remote shell"),
     ],
 )

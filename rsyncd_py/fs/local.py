@@ -33,6 +33,7 @@ from contextlib import contextmanager, suppress
 from functools import cache
 
 from rsyncd_py.fs.base import FsError, Stat
+from rsyncd_py.fs.local_acl import read_acl, write_acl
 from rsyncd_py.fs.local_files import (
     LocalFileReader,
     LocalFileWriter,
@@ -117,6 +118,7 @@ def _make_stat(dirfd: int, name: bytes, st: os.stat_result) -> Stat:
         atime_ns=st.st_atime_ns,
         link_key=(st.st_dev, st.st_ino) if is_reg and st.st_nlink > 1 else None,
         xattrs=read_xattrs(proc_path(dirfd, name)),
+        acl=None if is_lnk else read_acl(proc_path(dirfd, name), is_dir=st_mod.S_ISDIR(mode)),
     )
 
 
@@ -294,11 +296,14 @@ class LocalFileSystem:
                 raise
 
     async def set_stat(self, path: bytes, st: Stat) -> None:
-        """Apply owner, permissions (not on symlinks), xattrs and times, in that order."""
+        """Apply owner, permissions and ACLs (not on symlinks), xattrs and times."""
         self._check_writable(path)
         with self._entry(path) as (dirfd, name), os_errors(path):
             current_atime = _apply_owner_and_mode(dirfd, name, st)
             write_xattrs(proc_path(dirfd, name), st.xattrs)
+            if not st_mod.S_ISLNK(st.mode):
+                is_dir = st_mod.S_ISDIR(st.mode)
+                write_acl(proc_path(dirfd, name), st.acl, st.mode, is_dir=is_dir)
             atime = st.atime_ns if st.atime_ns is not None else current_atime
             os.utime(name, ns=(atime, st.mtime_ns), dir_fd=dirfd, follow_symlinks=False)
 

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 from rsyncd_py.fs.base import FsError, Stat
+from rsyncd_py.fs.local_acl import write_acl
 
 IO_CHUNK = 1 << 20  # reads and write batches: big enough to amortise a thread hop
 _INLINE_READ = 1 << 16  # random reads up to this size stay on the event loop
@@ -231,6 +232,8 @@ class LocalFileWriter:
         os.fchmod(fd, st_mod.S_IMODE(st.mode))  # after chown, which clears set-id bits
         if st.xattrs:
             write_xattrs(fd, st.xattrs)
+        if st.acl is not None:  # else the inode keeps what it inherited (a default ACL)
+            write_acl(fd, st.acl, st.mode, is_dir=False)
         atime = st.atime_ns if st.atime_ns is not None else current.st_atime_ns
         os.utime(fd, ns=(atime, st.mtime_ns))
         temp = self._temp

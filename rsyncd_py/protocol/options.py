@@ -45,8 +45,6 @@ MAX_SECLUDED_BYTES: Final = 1 << 20
 # ("The server does not support --acls (-A)"). The session passes its own list to
 # `ServerOptions.unsupported_reason` as features land; this is the default.
 NOT_YET_SUPPORTED: Final[tuple[str, ...]] = (
-    "acls",
-    "xattrs",
     "crtimes",
     "fuzzy",
     "link-dest",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rsyncd_py.protocol.acls import AclReceiver
 from rsyncd_py.protocol.buffer import ReceiveBuffer
 from rsyncd_py.protocol.constants import IOERR_VALID_MASK
 from rsyncd_py.protocol.filters import read_filter_list
@@ -21,6 +22,8 @@ from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.idlist import read_id_list
 from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
+from rsyncd_py.protocol.xattrs import XattrReceiver
+from rsyncd_py.roles.acl_xattr import map_acl_ids, new_receivers
 from rsyncd_py.roles.ids import apply_names
 from rsyncd_py.wire import Wire
 
@@ -32,6 +35,8 @@ class ReceivedList:
     entries: list[FileEntry]  # sorted; index == wire ndx
     io_error: int  # the sender's io_error bits
     filter_rules: list[bytes]
+    acls: AclReceiver | None = None  # -A: the ACLs the entries' acl_ndx refer to
+    xattrs: XattrReceiver | None = None  # -X: the sets the entries' xattr_ndx refer to
 
 
 def receiver_wants_filters(opts: ServerOptions, protocol: int) -> bool:
@@ -57,6 +62,8 @@ def flist_options(opts: ServerOptions, neg: Negotiated) -> FlistOptions:
         preserve_hard_links=bool(opts.preserve_hard_links),
         preserve_atimes=bool(opts.preserve_atimes),
         preserve_crtimes=bool(opts.preserve_crtimes),
+        preserve_acls=bool(opts.preserve_acls),
+        preserve_xattrs=opts.preserve_xattrs,
         checksum_len=checksums.digest_len(neg.file_checksum) if opts.always_checksum else 0,
         relative_paths=opts.relative_paths > 0,
         numeric_ids=bool(opts.numeric_ids),
@@ -77,7 +84,8 @@ async def receive_file_list(
 ) -> ReceivedList:
     """Rsync flist.c:recv_file_list for a non-incremental list."""
     options = flist_options(opts, neg)
-    decoder = FlistDecoder(options)
+    acls, xattrs = new_receivers(opts)
+    decoder = FlistDecoder(options, acls=acls, xattrs=xattrs)
     while True:
         item = await wire.read(lambda buf: read_item(buf, decoder.read))
         if isinstance(item, ListEnd):
@@ -87,23 +95,28 @@ async def receive_file_list(
     groups: dict[int, bytes] = {}
     protocol = neg.protocol
     if not options.inc_recurse:
-        if options.preserve_uid and not options.numeric_ids:
+        # -A sends both lists (the ids its entries name) even without -o/-g
+        if (options.preserve_uid or options.preserve_acls) and not options.numeric_ids:
             users = await wire.read(
                 lambda buf: read_item(
                     buf, lambda cur: read_id_list(cur, protocol, id0_names=options.id0_names)
                 )
             )
-        if options.preserve_gid and not options.numeric_ids:
+        if (options.preserve_gid or options.preserve_acls) and not options.numeric_ids:
             groups = await wire.read(
                 lambda buf: read_item(
                     buf, lambda cur: read_id_list(cur, protocol, id0_names=options.id0_names)
                 )
             )
     apply_names(decoder.entries, users, groups)
+    if decoder.acls is not None and not options.numeric_ids:
+        map_acl_ids(decoder.acls, users, groups)
     entries = sort_and_clean(decoder.entries, protocol)
     if protocol < 30:
         io_error |= await wire.read(_read_int)
-    return ReceivedList(entries, io_error & IOERR_VALID_MASK, filter_rules)
+    return ReceivedList(
+        entries, io_error & IOERR_VALID_MASK, filter_rules, decoder.acls, decoder.xattrs
+    )
 
 
 def _read_int(buf: ReceiveBuffer) -> int | None:

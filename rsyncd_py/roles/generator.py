@@ -32,6 +32,7 @@ from rsyncd_py.protocol.constants import (
     ITEM_IS_NEW,
     ITEM_LOCAL_CHANGE,
     ITEM_REPORT_CHANGE,
+    ITEM_REPORT_XATTR,
     MSG_SUCCESS,
     NDX_DEL_STATS,
     NDX_DONE,
@@ -464,18 +465,21 @@ class Generator:
     ) -> None:
         """Rsync generator.c:itemize: send the item record if it says anything.
 
-        `xname` (with ITEM_XNAME_FOLLOWS) is the "=> NAME" of a hard link.
+        `xname` (with ITEM_XNAME_FOLLOWS) is the "=> NAME" of a hard link. With -X the
+        request for abbreviated xattr values follows the record.
         """
         t = self.t
         if st is not None:
             iflags = metadata.report_flags(t, entry, st, iflags, xname)
         else:
             iflags |= ITEM_IS_NEW
+        iflags, xattr_request = t.attrs.itemize(entry, st, iflags)
         iflags &= 0xFFFF
-        if not (iflags & SIGNIFICANT_ITEM_FLAGS or self._report_all or ndx is None or xname):
+        significant = iflags & (SIGNIFICANT_ITEM_FLAGS | ITEM_REPORT_XATTR)
+        if not (significant or self._report_all or ndx is None or xname):
             return
         if t.protocol >= 29:
-            t.wire.write(pack_item(t.ndx_out, ndx, iflags, xname=xname))
+            t.wire.write(pack_item(t.ndx_out, ndx, iflags, xname=xname) + xattr_request)
 
     async def finish_hard_link(
         self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None

@@ -1,10 +1,11 @@
 """Which attributes of an entry we keep, how they compare, and setting them.
 
 Mirrors rsync.c set_file_attrs, rsync.c dest_mode and the attribute half of
-generator.c itemize. Owners are compared and kept as `ids.py` decides; everything else
-here is mode bits and times. A FileSystem takes a whole `Stat`, so attributes rsync was
-not asked to keep are carried over from what is already there (or get a new entry's
-defaults: the umask-filtered mode, the current time, the server's own ids).
+generator.c itemize. Owners are compared and kept as `ids.py` decides, ACLs and xattrs
+as `acl_xattr.py` does; everything else here is mode bits and times. A FileSystem takes
+a whole `Stat`, so attributes rsync was not asked to keep are carried over from what is
+already there (or get a new entry's defaults: the umask-filtered mode, the current
+time, the server's own ids).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def wanted_stat(
         mtime_ns = now_ns()
     uid, user = ids.wanted_owner(t, entry, current)
     gid, group = ids.wanted_group(t, entry, current)
+    xattrs, acl = t.attrs.wanted(entry, mode, current)
     return Stat(
         mode=mode,
         size=size if stat_mod.S_ISREG(mode) else 0,
@@ -121,8 +123,8 @@ def wanted_stat(
         rdev=makedev(entry.rdev_major, entry.rdev_minor),
         link_target=entry.link_target if stat_mod.S_ISLNK(mode) else None,
         atime_ns=current.atime_ns if current is not None else None,
-        xattrs=current.xattrs if current is not None else (),
-        acl=current.acl if current is not None else None,
+        xattrs=xattrs,
+        acl=acl,
     )
 
 
@@ -145,7 +147,9 @@ def attrs_differ(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = Fa
         return True
     if not stat_mod.S_ISLNK(entry.mode) and (st.mode & CHMOD_BITS) != (entry.mode & CHMOD_BITS):
         return True
-    return ids.owner_differs(t, entry, st) or ids.group_differs(t, entry, st)
+    if ids.owner_differs(t, entry, st) or ids.group_differs(t, entry, st):
+        return True
+    return t.attrs.differ(entry, st)
 
 
 def updated_stat(t: Transfer, entry: FileEntry, st: Stat, *, accurate: bool = False) -> Stat:

@@ -76,8 +76,15 @@ class Receiver:
             entry = self._entry_for(record)
             if entry is None:
                 continue  # a protocol-29 keep-alive
+            if t.attrs.answer_follows(record.iflags):
+                reader = t.attrs.answer_reader(entry)
+                while not await t.wire.read(reader):  # the xattr values we asked for
+                    pass
             if not record.iflags & ITEM_TRANSFER:
-                continue  # the sender's echo of an item the generator itemized
+                # the sender's echo of an item the generator itemized
+                if t.attrs.sets_attrs_again(record.iflags):
+                    await metadata.set_file_attrs(t, t.path_of(entry), entry, None)
+                continue
             if phase == 2:
                 raise ProtocolError("got transfer request in phase 2 [receiver]")
             if not t.do_xfers:

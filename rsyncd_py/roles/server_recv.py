@@ -62,6 +62,8 @@ async def do_server_recv(
         umask=umask,
         owner=owner,
         filters=_filter_set(rules, opts, neg.protocol),
+        acls=received.acls,
+        xattrs=received.xattrs,
     )
     if opts.prune_empty_dirs:
         prune_empty_dirs(t.entries, lambda name: _filter_keeps(t.filters, name))

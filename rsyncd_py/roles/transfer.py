@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from rsyncd_py.fs.base import FileSystem
+from rsyncd_py.protocol.acls import AclReceiver
 from rsyncd_py.protocol.constants import IOERR_VALID_MASK
 from rsyncd_py.protocol.filters import FilterSet
 from rsyncd_py.protocol.flist import FileEntry
@@ -26,6 +27,8 @@ from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.protocol.stats import DeleteStats
+from rsyncd_py.protocol.xattrs import XattrReceiver
+from rsyncd_py.roles.acl_xattr import Receiving
 from rsyncd_py.wire import Wire
 
 # generator/receiver bits of FileEntry.flags (rsync.h FLAG_*; the XMIT-derived ones are
@@ -87,11 +90,15 @@ class Transfer:
     ndx_out: NdxEncoder = field(init=False)
     ndx_in: NdxDecoder = field(init=False)
     to_generator: asyncio.Queue[Redo | PhaseDone | Finished] = field(default_factory=asyncio.Queue)
+    attrs: Receiving = field(init=False)  # -A/-X: received ACLs and xattrs (acl_xattr.py)
+    acls: AclReceiver | None = None  # the file list's ACL lists (-A)
+    xattrs: XattrReceiver | None = None  # the file list's xattr sets (-X)
 
     def __post_init__(self) -> None:
         self.ndx_out = NdxEncoder(self.neg.protocol)
         self.ndx_in = NdxDecoder(self.neg.protocol)
         self.dry_run = self.opts.dry_run
+        self.attrs = Receiving(self.opts, self.neg, self.acls, self.xattrs)
 
     # --- derived settings ----------------------------------------------------------
 
