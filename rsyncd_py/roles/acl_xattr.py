@@ -17,8 +17,9 @@ Push (we receive; generator.c, receiver.c, rsync.c set_file_attrs):
   does not manage as this user, and values the generator does not know yet (rsync's
   generator skips those; the receiver sets them after the answer).
 Pull (we send; flist.c, sender.c): the FlistEncoder writes each entry's ACLs and xattrs
-from its Stat, and the sender answers the generator's requests (`read_request`,
-`answer`). The ids ACLs name join the uid/gid lists (`acl_ids`).
+from its Stat, the sender reads the generator's requests after its records
+(`request_reader`) and answers after its echoes (`answer`), and the ids the ACLs name
+join the uid/gid lists (`acl_id_names`).
 
 "Root" for the xattr namespaces is rsync's am_root: euid 0, or --super. --fake-super's
 renaming into user.rsync.* is not implemented (names are kept as they are).
@@ -26,6 +27,7 @@ renaming into user.rsync.* is not implemented (names are kept as they are).
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -241,16 +243,44 @@ class Receiving:
 # --- the sending side (pull) --------------------------------------------------------------
 
 
-def new_senders(opts: ServerOptions) -> tuple[AclSender | None, XattrSender | None]:
-    """The caches a sending session's file list fills (None where not preserved)."""
+def xattr_request_follows(opts: ServerOptions, neg: Negotiated, iflags: int) -> bool:
+    """Whether the generator's record with `iflags` carries an xattr request (sender.c)."""
     return (
-        AclSender() if opts.preserve_acls else None,
-        XattrSender() if opts.preserve_xattrs else None,
+        bool(opts.preserve_xattrs)
+        and bool(opts.do_xfers)
+        and request_follows(iflags, want_optim=want_xattr_optim(neg))
     )
 
 
-def acl_ids(acls: AclSender | None) -> tuple[list[int], list[int]]:
-    """The user and group ids the sent ACLs named (for uidlist.c send_id_lists)."""
+def request_reader(
+    xattrs: XattrSender | None, entry: FileEntry, name: bytes
+) -> Callable[[ReceiveBuffer], tuple[int, ...] | None]:
+    """A Wire reader for the generator's request (xattrs.c recv_xattr_request)."""
+    if xattrs is None or entry.xattr_ndx is None:
+        raise ProtocolError("recv_xattr_request: internal data error!")
+    ndx = entry.xattr_ndx
+    return lambda buf: read_item(buf, lambda cur: xattrs.read_request(cur, ndx, name))
+
+
+def answer(xattrs: XattrSender | None, entry: FileEntry, nums: tuple[int, ...]) -> bytes:
+    """What follows the echo of that record: the values asked for (send_xattr_request)."""
+    assert xattrs is not None and entry.xattr_ndx is not None
+    return xattrs.pack_answer(entry.xattr_ndx, nums)
+
+
+def acl_id_names(acls: AclSender | None) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """The ids the sent ACLs named, with their local names (uidlist.c add_uid/add_gid).
+
+    Ids without a local name are left out, as send_one_list leaves them out.
+    """
+    users: dict[int, bytes] = {}
+    groups: dict[int, bytes] = {}
     if acls is None:
-        return [], []
-    return list(acls.user_ids), list(acls.group_ids)
+        return users, groups
+    for ident in acls.user_ids:
+        with contextlib.suppress(KeyError):
+            users[ident] = os.fsencode(pwd.getpwuid(ident).pw_name)
+    for ident in acls.group_ids:
+        with contextlib.suppress(KeyError):
+            groups[ident] = os.fsencode(grp.getgrgid(ident).gr_name)
+    return users, groups

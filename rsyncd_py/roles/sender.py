@@ -62,6 +62,7 @@ from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.protocol.stats import DeleteStats, TransferStats
 from rsyncd_py.protocol.sums import SumHead, pack_sum_head, read_sum_head
+from rsyncd_py.roles import acl_xattr
 from rsyncd_py.roles.delta_send import DeltaSender
 from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry, resolve_root_relative
 from rsyncd_py.roles.flist_recv import flist_options
@@ -73,14 +74,12 @@ T = TypeVar("T")
 # Options the sender refuses (rsync's "The server does not support --X" text, exit 1):
 # - symlink following: referents may lie outside the served tree (an absolute target
 #   names a path on the machine that was backed up);
-# - ACLs, xattrs and hard links: the file list would need their data (and xattr
-#   requests their replies), which this sender does not produce yet.
+# - hard links: the file list would need their groups, which this sender does not
+#   produce yet.
 UNSUPPORTED_WHEN_SENDING = (
     "copy-links",
     "copy-dirlinks",
     "copy-unsafe-links",
-    "acls",
-    "xattrs",
     "hard-links",
 )
 
@@ -128,6 +127,8 @@ class Sender:
         )
         self.delta = DeltaSender(wire, neg, encoder)
         self.xfer_sum_len = checksums.digest_len(neg.checksum)
+        # the file list's encoder, kept for its ACL and xattr lists (-A/-X)
+        self.flist_encoder = FlistEncoder(flist_options(opts, neg))
 
     async def run(self) -> int:
         """main.c do_server_sender, after the setup exchange."""
@@ -165,7 +166,7 @@ class Sender:
         sources = await expand_args(self.fs, base, sources, shell=opts.protect_args != 2)
 
         options = flist_options(opts, neg)
-        encoder = FlistEncoder(options)
+        encoder = self.flist_encoder
         builder = FileListBuilder(
             wire,
             self.fs,
@@ -174,7 +175,9 @@ class Sender:
             xfer_dirs=opts.xfer_dirs > 0 or bool(opts.recurse),
             implied_dirs=bool(opts.implied_dirs),
             filters=self._filter_set(rules),
-            emit=lambda sent: wire.write(encoder.encode(sent.entry)),
+            emit=lambda sent: wire.write(
+                encoder.encode(sent.entry, acl=sent.st.acl, xattrs=sent.st.xattrs)
+            ),
             recorded_digest=recorded_digest,
             file_checksum=neg.file_checksum,
             missing_args=opts.missing_args,
@@ -210,20 +213,26 @@ class Sender:
         return FilterSet(parsed, protocol=self.protocol) if parsed else None
 
     def _id_lists(self, entries: list[SendEntry]) -> bytes:
-        """uidlist.c send_id_lists: each owner and group name, by first appearance."""
+        """uidlist.c send_id_lists: each owner and group name, by first appearance.
+
+        With -A both lists go out, naming the ids the ACLs use too.
+        """
         options = flist_options(self.opts, self.neg)
+        acl_users, acl_groups = acl_xattr.acl_id_names(self.flist_encoder.acls)
         out = b""
-        for preserve, pick, local0 in (
-            (options.preserve_uid, lambda s: (s.st.uid, s.st.user), _local_user0),
-            (options.preserve_gid, lambda s: (s.st.gid, s.st.group), _local_group0),
+        for preserve, pick, local0, acl_names in (
+            (options.preserve_uid, lambda s: (s.st.uid, s.st.user), _local_user0, acl_users),
+            (options.preserve_gid, lambda s: (s.st.gid, s.st.group), _local_group0, acl_groups),
         ):
-            if not preserve:
+            if not preserve and not options.preserve_acls:
                 continue
             names: dict[int, bytes] = {}
-            for sent in entries:
+            for sent in entries if preserve else ():
                 ident, name = pick(sent)
                 if name and ident not in names:
                     names[ident] = name
+            for ident, name in acl_names.items():
+                names.setdefault(ident, name)
             if 0 not in names:
                 names[0] = local0()
             out += pack_id_list(names.items(), self.protocol, id0_names=options.id0_names)
@@ -252,17 +261,27 @@ class Sender:
                 continue  # a protocol-29 keep-alive
             if not 0 <= record.ndx < len(self.files):
                 self._invalid_index(record.ndx)
+            answer = await self._xattr_request(record)
             if not record.iflags & ITEM_TRANSFER or not self.opts.do_xfers:
-                self._echo(record)
+                self._echo(record, answer)
                 continue
             if self.phase == 2:
                 raise ProtocolError("got transfer request in phase 2 [sender]")
-            await self.send_one(record, self.files[record.ndx])
+            await self.send_one(record, self.files[record.ndx], answer)
         if self.io_error != save_io_error and self.protocol >= 30:
             self.wire.send_msg(MSG_IO_ERROR, pack_int(self.io_error))
         self.wire.write(self.ndx_out.encode(NDX_DONE))
 
-    async def send_one(self, record: ItemRecord, sent: SendEntry) -> None:
+    async def _xattr_request(self, record: ItemRecord) -> bytes:
+        """xattrs.c recv_xattr_request after a record; returns the answer for its echo."""
+        if not acl_xattr.xattr_request_follows(self.opts, self.neg, record.iflags):
+            return b""
+        sent = self.files[record.ndx]
+        xattrs = self.flist_encoder.xattrs
+        nums = await self._read(acl_xattr.request_reader(xattrs, sent.entry, sent.entry.name))
+        return acl_xattr.answer(xattrs, sent.entry, nums)
+
+    async def send_one(self, record: ItemRecord, sent: SendEntry, answer: bytes = b"") -> None:
         """One transfer of send_files: receive_sums, open, echo, match_sums."""
         head = await self._read(self._read_sum_head)
         width = 4 + head.s2length
@@ -272,7 +291,7 @@ class Sender:
         if reader is None:
             return
         try:
-            self._echo(record)
+            self._echo(record, answer)
             self.wire.write(pack_sum_head(head, self.protocol))
             recorded = recorded_digest(reader, self.neg.checksum) if self._unseeded() else None
             failure = await self.delta.match_sums(reader, sums, recorded)
@@ -309,8 +328,8 @@ class Sender:
         """Whether the whole-file checksum is a plain digest (checksum.c sum_init)."""
         return self.protocol >= 30 or self.neg.checksum != "md4"
 
-    def _echo(self, record: ItemRecord) -> None:
-        """sender.c write_ndx_and_attrs."""
+    def _echo(self, record: ItemRecord, xattr_answer: bytes = b"") -> None:
+        """sender.c write_ndx_and_attrs (with -X, the xattr values asked for after it)."""
         self.wire.write(
             pack_item(
                 self.ndx_out,
@@ -319,6 +338,7 @@ class Sender:
                 basis_type=record.basis_type,
                 xname=record.xname,
             )
+            + xattr_answer
         )
 
     def _invalid_index(self, ndx: int) -> None:
