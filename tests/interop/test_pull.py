@@ -124,48 +124,6 @@ def serve_tree(h: RsyncHarness, target: Target, src: Path) -> None:
     subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
 
 
-@dataclass(frozen=True)
-class Templates:
-    """The served trees every test starts from, made once per worker.
-
-    `original` is the varied tree, `changed` the same after `mutate_source`; the
-    `stores` are local-directory store homes (bucket + state) holding each as ``src``,
-    pushed once by rsyncd-py, so a test copies a store instead of pushing again.
-    """
-
-    original: Path
-    changed: Path
-    stores: dict[str, Path]
-
-
-@pytest.fixture(scope="session")
-def templates(tmp_path_factory: pytest.TempPathFactory, _varied_tree_template: Path) -> Templates:
-    base = tmp_path_factory.mktemp("pull-templates")
-    changed = base / "changed"
-    subprocess.run(["cp", "-a", str(_varied_tree_template), str(changed)], check=True)
-    mutate_source(changed)
-    stores = {}
-    for name, tree in (("original", _varied_tree_template), ("changed", changed)):
-        (base / name).mkdir()
-        h = RsyncHarness(base / name)
-        store = h.rsyncd_store()
-        serve_tree(h, store, tree)
-        stores[name] = store.home
-    return Templates(_varied_tree_template, changed, stores)
-
-
-def serve(h: RsyncHarness, target: Target, templates: Templates, which: str = "original") -> None:
-    """Put a template tree on `target` as ``src`` (a store gets a copy of its template)."""
-    if target.name != "store":
-        serve_tree(h, target, getattr(templates, which))
-        return
-    for part in ("bucket", "state"):
-        shutil.rmtree(target.home / part, ignore_errors=True)
-        subprocess.run(
-            ["cp", "-a", str(templates.stores[which] / part), str(target.home / part)], check=True
-        )
-
-
 def pull(
     h: RsyncHarness, target: Target, args: list[str], dest: str, *, keep_root_time: bool = True
 ) -> RsyncResult:
@@ -220,7 +178,7 @@ def test_pull(
     case: PullCase,
     ours: Target,
     rsync_harness: RsyncHarness,
-    templates: Templates,
+    varied_tree: Path,
     request: pytest.FixtureRequest,
 ) -> None:
     if reason := case.gaps.get(ours.name):
@@ -228,9 +186,13 @@ def test_pull(
     h = rsync_harness
     oracle = h.oracle()
     targets = [oracle, ours]
-    old_copy = templates.original if case.changed else None
+    old_copy = None
+    if case.changed:
+        old_copy = h.tmp / "old"
+        subprocess.run(["cp", "-a", str(varied_tree), str(old_copy)], check=True)
+        mutate_source(varied_tree)
     for target in targets:
-        serve(h, target, templates, "changed" if case.changed else "original")
+        serve_tree(h, target, varied_tree)
     o, r = pull_each(h, targets, [*case.args, "lh:src/"], old_copy=old_copy)
     compare = {**NOT_LINKED, **case.compare}
     if case.changed:
@@ -243,7 +205,7 @@ def test_pull_reproduces_the_source_tree(
 ) -> None:
     """Push then pull, real rsync both ways: content, types, modes, ns mtimes, owners."""
     h = rsync_harness
-    serve_tree(h, ours, varied_tree)  # pushed by this test: the round trip is the point
+    serve_tree(h, ours, varied_tree)
     result = pull(h, ours, ["-a", "lh:src/", "back/"], "back")
     assert result.returncode == 0, result.describe()
     assert result.tree is not None
@@ -272,7 +234,7 @@ def test_source_argument_forms(
     source: str,
     extra: tuple[str, ...],
     rsync_harness: RsyncHarness,
-    templates: Templates,
+    varied_tree: Path,
 ) -> None:
     """Top dirs, implied dirs, -R, single files and server-side globbing name alike.
 
@@ -281,7 +243,7 @@ def test_source_argument_forms(
     h = rsync_harness
     oracle, ours = h.oracle(), h.rsyncd_root()
     for target in (oracle, ours):
-        serve(h, target, templates)
+        serve_tree(h, target, varied_tree)
     o, r = pull_each(h, [oracle, ours], ["-ai", *extra, f"lh:{source}"], keep_root_time=False)
     assert_equivalent(o, r, **NOT_LINKED)  # type: ignore[arg-type]
 
@@ -290,13 +252,13 @@ def test_source_argument_forms(
     "extra", [(), ("--ignore-missing-args",), ("--delete-missing-args", "-i")], ids=str
 )
 def test_missing_source(
-    extra: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, templates: Templates
+    extra: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
 ) -> None:
     """A missing source: exit 23 with rsync's message, ignored, or deleted on the client."""
     h = rsync_harness
     oracle = h.oracle()
     for target in (oracle, ours):
-        serve(h, target, templates)
+        serve_tree(h, target, varied_tree)
     (h.tmp / "old").mkdir()
     (h.tmp / "old" / "nope").write_bytes(b"the client has it, the server does not")
     o, r = pull_each(
@@ -313,12 +275,12 @@ def test_missing_source(
 
 
 def test_only_missing_source_ends_after_the_list(
-    ours: Target, rsync_harness: RsyncHarness, templates: Templates
+    ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
 ) -> None:
     h = rsync_harness
     oracle = h.oracle()
     for target in (oracle, ours):
-        serve(h, target, templates)
+        serve_tree(h, target, varied_tree)
     o, r = pull_each(h, [oracle, ours], ["-a", "lh:src/nope"])
     assert r.returncode == o.returncode == 23, r.describe()
 
@@ -385,7 +347,7 @@ LISTINGS = [
     ("target", "args"), LISTINGS, ids=[f"{t}-{' '.join(a)}" for t, a in LISTINGS]
 )
 def test_list_only_output_is_identical(
-    target: str, args: tuple[str, ...], rsync_harness: RsyncHarness, templates: Templates
+    target: str, args: tuple[str, ...], rsync_harness: RsyncHarness, varied_tree: Path
 ) -> None:
     """``rsync host:path`` (no destination) prints exactly what it prints for real rsync."""
     h = rsync_harness
@@ -393,7 +355,7 @@ def test_list_only_output_is_identical(
     ours = h.rsyncd_root() if target == "root" else h.rsyncd_store()
     results = []
     for target in (oracle, ours):
-        serve(h, target, templates)
+        serve_tree(h, target, varied_tree)
         results.append(h.run(target, list(args), tree=None))
     o, r = results
     assert (r.returncode, r.stdout) == (o.returncode, o.stdout), (
@@ -404,11 +366,11 @@ def test_list_only_output_is_identical(
 
 @pytest.mark.parametrize("option", ["-L", "-k", "--copy-unsafe-links"])
 def test_symlink_following_is_refused(
-    option: str, ours: Target, rsync_harness: RsyncHarness, templates: Templates
+    option: str, ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
 ) -> None:
     """Referents may lie outside the served tree: refused with rsync's text, exit 1."""
     h = rsync_harness
-    serve(h, ours, templates)
+    serve_tree(h, ours, varied_tree)
     result = pull(h, ours, ["-a", option, "lh:src/", "out/"], "out")
     assert result.returncode == 1, result.describe()
     assert b"The server does not support --copy-" in result.stderr
