@@ -44,6 +44,7 @@ from blockstore.volume.objectstore import ObjectStore
 _MAX_RECORD_LENGTH = (1 << 32) - 1  # a block record's length field is u32
 _RECORD = struct.Struct("<32sI")  # BLOCK_RECORD
 _ZERO_PIECE = bytes(1 << 20)
+INLINE_RUN = 256 << 10  # runs of chunks below this many bytes skip the pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,9 @@ class FileBuilder:
         if not chunks:
             return
         lengths = [len(chunk) for chunk in chunks]
-        if self._pool is None:
+        # a small run (a small file, a file's tail) is stored on the calling thread: the
+        # hop to the pool and back would cost more than hashing and compressing it
+        if self._pool is None or sum(lengths) < INLINE_RUN:
             self._pending.append((self._store(chunks), lengths))
         else:
             self._pending.append((self._pool.submit(self._store, chunks), lengths))
