@@ -138,8 +138,6 @@ class StoreOperations(pyfuse3.Operations):
         )
         self.nursery: trio.Nursery | None = None  # set by the mount before requests arrive
         self._limiter = trio.CapacityLimiter(IO_THREADS)
-        hasher = volume.objects.hasher
-        self._verify = None if hasher.keyed else hasher.digest
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, _DirHandle] = {}
         self._next_handle = 1
@@ -363,8 +361,7 @@ class StoreOperations(pyfuse3.Operations):
         content = entry.content if entry.content is not None else Content(0)
         reader = FileReader(self.volume.objects, content, cache_blocks=1)
         handle = self._handle()
-        self._files[handle] = OpenFile(reader, run_sync=self._io, spawn=self._spawn,
-                                       verify=self._verify)
+        self._files[handle] = OpenFile(reader, run_sync=self._io, spawn=self._spawn)
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
 
     @_handler

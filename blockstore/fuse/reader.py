@@ -21,8 +21,8 @@ snapshot content never changes) serves re-reads.
 
 Integrity. Blocks are named by the hash of their plaintext. In an encrypted store
 AES-GCM (with the object key as associated data) already refuses a damaged or
-swapped block; an unencrypted store has nothing above the bytes, so each block is
-re-hashed here and a mismatch is an `IntegrityError` (EIO): a bad block never
+swapped block; in an unencrypted store the volume re-hashes each block it fetches
+(`ObjectStore.get_block`) and a mismatch is an `IntegrityError` (EIO): a bad block never
 reaches a reader as wrong data or zeros. A failed background fetch fails only a read
 that needs that block.
 """
@@ -66,13 +66,11 @@ class OpenFile:
         *,
         run_sync: Callable[..., Awaitable[object]],
         spawn: Spawner,
-        verify: Callable[[bytes], bytes] | None,
     ) -> None:
         self._reader = reader
         self.size = reader.size
         self._run_sync = run_sync  # runs a blocking function on a worker thread
         self._spawn = spawn  # starts a task that may outlive the request (read-ahead)
-        self._verify = verify  # the store's id function when blocks must be re-hashed
         self._window: OrderedDict[int, _Fetch] = OrderedDict()
         self._window_bytes = 0
         self._last_end = 0
@@ -149,11 +147,7 @@ class OpenFile:
         return fetch.data
 
     def _load(self, block_id: bytes, length: int) -> bytes:
-        data = self._reader.fetch(block_id, length)
-        if self._verify is not None and self._verify(data) != block_id:
-            key = "blocks/" + block_id.hex()
-            raise IntegrityError(f"{key}: content does not match its id", key=key)
-        return data
+        return self._reader.fetch(block_id, length)  # the volume verifies content
 
     def _trim(self, offset: int) -> None:
         """Forget blocks a read has moved past, then the oldest beyond WINDOW_BYTES."""

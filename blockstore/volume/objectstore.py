@@ -9,6 +9,12 @@ uploading counts as present; that upload may yet fail, which is why a transactio
 re-checks every block it references after the final flush, before its snapshot is
 written (transaction.py), instead of trusting the answer given here.
 
+Reads are verified: an unencrypted store has nothing else that would notice a flipped
+byte (zstd frames carry no checksum, raw-stored data none at all), so `get_block` and
+`get_tree` re-hash what they fetch and compare with the id. An encrypted store's objects
+are authenticated by AES-GCM with the key as associated data, which already binds the
+content to its id, so the hash is skipped there.
+
 Counters (`IngestCounters`) record what was stored and what was deduplicated; they feed
 the snapshot's statistics.
 """
@@ -44,6 +50,7 @@ class ObjectStore:
         self.hasher = hasher
         self.counters = IngestCounters()
         self._probe = _index_backend(backend)
+        self._verify_reads = not hasher.keyed
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
 
@@ -73,17 +80,26 @@ class ObjectStore:
                 self.counters.trees_new += 1
 
     def get_block(self, block_id: bytes, length: int) -> bytes:
-        """Fetch a block and check it has the length its block list records."""
+        """Fetch a block; check its length and (unencrypted stores) its content hash."""
         key = block_key(block_id)
         data = self.backend.get(key)
         if len(data) != length:
             raise IntegrityError(
                 f"{key}: block is {len(data)} bytes, its file expects {length}", key=key
             )
+        self._check(key, block_id, data)
         return data
 
     def get_tree(self, tree_id: bytes) -> bytes:
-        return self.backend.get(tree_key(tree_id))
+        """Fetch a tree or list object, checked like a block."""
+        key = tree_key(tree_id)
+        data = self.backend.get(key)
+        self._check(key, tree_id, data)
+        return data
+
+    def _check(self, key: str, object_id: bytes, data: bytes) -> None:
+        if self._verify_reads and self.hasher.digest(data) != object_id:
+            raise IntegrityError(f"{key}: content does not match its id", key=key)
 
     def has(self, key: str) -> bool:
         """Whether `key` is stored (or being stored), asked as cheaply as possible."""

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from blockstore.backend import IntegrityError
 from blockstore.volume import VolumeParams
 from blockstore.volume.blocklist import INLINE_RECORDS
 from blockstore.volume.chunker import ChunkParams
@@ -191,3 +192,21 @@ def test_reads_inside_a_fetched_block_need_no_io(store: StoreHarness) -> None:
     assert volume.stack.stats.snapshot().gets == gets  # type: ignore[union-attr]
     assert reader.read_cached(0, len(data)) is None  # spans blocks: the caller must read
     assert reader.read_cached(len(data) + 5, 10) == b""
+
+
+def test_unencrypted_store_detects_a_flipped_byte_on_read(store: StoreHarness) -> None:
+    """Random data is stored raw (it does not compress): only the id check can notice."""
+    store.create()
+    volume = store.open()
+    tx = volume.begin()
+    put_file(tx, b"a", random_bytes(200_000, seed=3))
+    tx.commit()
+    store.close(volume)
+    packs = [p for p in (store.tmp_path / "store").rglob("*") if p.is_file() and "packs" in p.parts]
+    assert len(packs) == 1
+    raw = bytearray(packs[0].read_bytes())
+    raw[1000] ^= 0x01  # inside the first block's stored bytes
+    packs[0].write_bytes(bytes(raw))
+    fresh = store.open(state="fresh-state")  # no cached copy of the good block
+    with pytest.raises(IntegrityError, match="does not match its id"):
+        read(fresh, b"a")
