@@ -124,6 +124,50 @@ def serve_tree(h: RsyncHarness, target: Target, src: Path) -> None:
     subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
 
 
+@dataclass(frozen=True)
+class Templates:
+    """The served trees every test starts from, made once per worker.
+
+    `original` is the varied tree, `changed` the same after `mutate_source`; the
+    `stores` are local-directory store homes (bucket + state) holding each as ``src``,
+    pushed once by rsyncd-py, so a test copies a store instead of pushing again.
+    """
+
+    original: Path
+    changed: Path
+    stores: dict[str, Path]
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory, _varied_tree_template: Path) -> Templates:
+    base = tmp_path_factory.mktemp("pull-templates")
+    changed = base / "changed"
+    subprocess.run(["cp", "-a", str(_varied_tree_template), str(changed)], check=True)
+    mutate_source(changed)
+    stores = {}
+    for name, tree in (("original", _varied_tree_template), ("changed", changed)):
+        (base / f"store-{name}").mkdir()
+        h = RsyncHarness(base / f"store-{name}")
+        store = h.rsyncd_store()
+        serve_tree(h, store, tree)
+        stores[name] = store.home
+    return Templates(_varied_tree_template, changed, stores)
+
+
+def serve(h: RsyncHarness, target: Target, templates: Templates, which: str = "original") -> None:
+    """Put a template tree on `target` as ``src`` (a store gets a copy of its template)."""
+    if target.name != "store":
+        serve_tree(h, target, getattr(templates, which))
+        return
+    for part in ("bucket", "state"):  # the store and its local cache (if it made one)
+        shutil.rmtree(target.home / part, ignore_errors=True)
+        if (templates.stores[which] / part).exists():
+            subprocess.run(
+                ["cp", "-a", str(templates.stores[which] / part), str(target.home / part)],
+                check=True,
+            )
+
+
 def pull(
     h: RsyncHarness, target: Target, args: list[str], dest: str, *, keep_root_time: bool = True
 ) -> RsyncResult:
@@ -178,7 +222,7 @@ def test_pull(
     case: PullCase,
     ours: Target,
     rsync_harness: RsyncHarness,
-    varied_tree: Path,
+    templates: Templates,
     request: pytest.FixtureRequest,
 ) -> None:
     if reason := case.gaps.get(ours.name):
@@ -186,13 +230,9 @@ def test_pull(
     h = rsync_harness
     oracle = h.oracle()
     targets = [oracle, ours]
-    old_copy = None
-    if case.changed:
-        old_copy = h.tmp / "old"
-        subprocess.run(["cp", "-a", str(varied_tree), str(old_copy)], check=True)
-        mutate_source(varied_tree)
+    old_copy = templates.original if case.changed else None
     for target in targets:
-        serve_tree(h, target, varied_tree)
+        serve(h, target, templates, "changed" if case.changed else "original")
     o, r = pull_each(h, targets, [*case.args, "lh:src/"], old_copy=old_copy)
     compare = {**NOT_LINKED, **case.compare}
     if case.changed:
@@ -205,7 +245,7 @@ def test_pull_reproduces_the_source_tree(
 ) -> None:
     """Push then pull, real rsync both ways: content, types, modes, ns mtimes, owners."""
     h = rsync_harness
-    serve_tree(h, ours, varied_tree)
+    serve_tree(h, ours, varied_tree)  # pushed by this test: the round trip is the point
     result = pull(h, ours, ["-a", "lh:src/", "back/"], "back")
     assert result.returncode == 0, result.describe()
     assert result.tree is not None
@@ -234,7 +274,7 @@ def test_source_argument_forms(
     source: str,
     extra: tuple[str, ...],
     rsync_harness: RsyncHarness,
-    varied_tree: Path,
+    templates: Templates,
 ) -> None:
     """Top dirs, implied dirs, -R, single files and server-side globbing name alike.
 
@@ -243,7 +283,7 @@ def test_source_argument_forms(
     h = rsync_harness
     oracle, ours = h.oracle(), h.rsyncd_root()
     for target in (oracle, ours):
-        serve_tree(h, target, varied_tree)
+        serve(h, target, templates)
     o, r = pull_each(h, [oracle, ours], ["-ai", *extra, f"lh:{source}"], keep_root_time=False)
     assert_equivalent(o, r, **NOT_LINKED)  # type: ignore[arg-type]
 
@@ -252,13 +292,13 @@ def test_source_argument_forms(
     "extra", [(), ("--ignore-missing-args",), ("--delete-missing-args", "-i")], ids=str
 )
 def test_missing_source(
-    extra: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
+    extra: tuple[str, ...], ours: Target, rsync_harness: RsyncHarness, templates: Templates
 ) -> None:
     """A missing source: exit 23 with rsync's message, ignored, or deleted on the client."""
     h = rsync_harness
     oracle = h.oracle()
     for target in (oracle, ours):
-        serve_tree(h, target, varied_tree)
+        serve(h, target, templates)
     (h.tmp / "old").mkdir()
     (h.tmp / "old" / "nope").write_bytes(b"the client has it, the server does not")
     o, r = pull_each(
@@ -275,12 +315,12 @@ def test_missing_source(
 
 
 def test_only_missing_source_ends_after_the_list(
-    ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
+    ours: Target, rsync_harness: RsyncHarness, templates: Templates
 ) -> None:
     h = rsync_harness
     oracle = h.oracle()
     for target in (oracle, ours):
-        serve_tree(h, target, varied_tree)
+        serve(h, target, templates)
     o, r = pull_each(h, [oracle, ours], ["-a", "lh:src/nope"])
     assert r.returncode == o.returncode == 23, r.describe()
 
@@ -347,7 +387,7 @@ LISTINGS = [
     ("target", "args"), LISTINGS, ids=[f"{t}-{' '.join(a)}" for t, a in LISTINGS]
 )
 def test_list_only_output_is_identical(
-    target: str, args: tuple[str, ...], rsync_harness: RsyncHarness, varied_tree: Path
+    target: str, args: tuple[str, ...], rsync_harness: RsyncHarness, templates: Templates
 ) -> None:
     """``rsync host:path`` (no destination) prints exactly what it prints for real rsync."""
     h = rsync_harness
@@ -355,7 +395,7 @@ def test_list_only_output_is_identical(
     ours = h.rsyncd_root() if target == "root" else h.rsyncd_store()
     results = []
     for target in (oracle, ours):
-        serve_tree(h, target, varied_tree)
+        serve(h, target, templates)
         results.append(h.run(target, list(args), tree=None))
     o, r = results
     assert (r.returncode, r.stdout) == (o.returncode, o.stdout), (
@@ -366,11 +406,11 @@ def test_list_only_output_is_identical(
 
 @pytest.mark.parametrize("option", ["-L", "-k", "--copy-unsafe-links"])
 def test_symlink_following_is_refused(
-    option: str, ours: Target, rsync_harness: RsyncHarness, varied_tree: Path
+    option: str, ours: Target, rsync_harness: RsyncHarness, templates: Templates
 ) -> None:
     """Referents may lie outside the served tree: refused with rsync's text, exit 1."""
     h = rsync_harness
-    serve_tree(h, ours, varied_tree)
+    serve(h, ours, templates)
     result = pull(h, ours, ["-a", option, "lh:src/", "out/"], "out")
     assert result.returncode == 1, result.describe()
     assert b"The server does not support --copy-" in result.stderr
