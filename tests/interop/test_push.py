@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers.moto_server import MotoS3
 from tests.helpers.rsync_harness import RsyncHarness, Target, assert_equivalent
-from tests.helpers.trees import snapshot
+from tests.helpers.trees import build_varied_tree, snapshot
 from tests.interop.conftest import TARGETS, make_target, mutate_source, seed_destination
 
 
@@ -277,3 +277,14 @@ def test_push_into_an_s3_store(
     mutate_source(h.client_dir / "src")
     update = ["-ai", "--delete", "--stats", "src/", "lh:dst/"]
     assert_equivalent(*h.differential(update, [oracle, ours]))
+
+
+def test_push_of_the_full_varied_tree(ours: Target, rsync_harness: RsyncHarness) -> None:
+    """The varied tree with its 5 MiB random file, new and then again unchanged."""
+    h = rsync_harness
+    build_varied_tree(h.client_dir / "src", seed=4, big=True)
+    oracle = h.oracle()
+    for _ in range(2):
+        o, r = h.differential(["-ai", "--stats", "src/", "lh:dst/"], [oracle, ours])
+        assert_equivalent(o, r)
+    assert o.stats["Number of regular files transferred"] == 0
