@@ -265,7 +265,16 @@ def test_pull_numeric_ids_keeps_numbers(
 
 @pytest.mark.parametrize(
     "source",
-    ["src", "src/dir", "src/dir/", "src/size-701", "src/./dir/sub", "src/names/*", "src/s*-70?"],
+    [
+        "src",
+        "src/dir",
+        "src/dir/",
+        "src/size-701",
+        "src/./dir/sub",
+        "src/names/*",
+        "src/s*-70?",
+        "src/zz*",  # matches nothing: passed on literally, as sh does
+    ],
 )
 @pytest.mark.parametrize(
     "extra", [(), ("-R",), ("-s",)], ids=["plain", "relative", "secluded-args"]
@@ -414,3 +423,26 @@ def test_symlink_following_is_refused(
     result = pull(h, ours, ["-a", option, "lh:src/", "out/"], "out")
     assert result.returncode == 1, result.describe()
     assert b"The server does not support --copy-" in result.stderr
+
+
+def test_per_directory_filter_files_on_the_sender(
+    ours: Target, rsync_harness: RsyncHarness
+) -> None:
+    """-F: the sender reads .rsync-filter files in its own tree (merged per directory)."""
+    from tests.helpers.trees import write_file
+
+    h = rsync_harness
+    src = h.client_dir / "src"
+    when = 1_600_000_000_000_000_000
+    for rel in ("keep.txt", "drop.log", "sub/keep.log", "sub/drop.txt", "sub/deep/x.txt"):
+        write_file(src / rel, rel.encode(), when)
+    write_file(src / ".rsync-filter", b"- *.log\n", when)
+    write_file(src / "sub" / ".rsync-filter", b"+ keep.log\n- *.txt\n", when)
+    for rel in ("sub/deep", "sub", "."):
+        os.utime(src / rel, ns=(when, when))
+    oracle = h.oracle()
+    for target in (oracle, ours):
+        serve_tree(h, target, src)
+    o, r = pull_each(h, [oracle, ours], ["-ai", "-F", "lh:src/"])
+    assert_equivalent(o, r)
+    assert r.tree is not None and b"sub/keep.log" in r.tree and b"sub/drop.txt" not in r.tree
