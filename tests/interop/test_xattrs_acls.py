@@ -37,7 +37,7 @@ Attrs = dict[str, tuple[tuple[tuple[bytes, bytes], ...], bytes | None]]
 
 # name -> (content or None for a directory, xattrs, setfacl arguments)
 TREE: dict[str, tuple[bytes | None, dict[str, bytes], list[str]]] = {
-    "plain": (b"plain\n", {}, []),
+    "plain": (b"plain\n", {"user.rsync.%stat": b"100644 0,0 0:0"}, []),  # -XX only
     "small": (b"small\n", {"user.a": b"1", "user.b": b"two"}, []),
     "big": (b"big\n", {"user.big": b"B" * 100, "user.small": b"s"}, []),
     "twin": (b"twin\n", {"user.big": b"B" * 100, "user.small": b"s"}, []),
@@ -163,11 +163,13 @@ def remote_attrs(target: Target, remote: str = "dst") -> Attrs:
 
 
 def kept(attrs: Attrs, flags: str) -> Attrs:
-    """Only what `flags` preserves: xattrs with X, ACLs with A."""
-    return {
-        rel: (xattrs if "X" in flags else (), acl if "A" in flags else None)
-        for rel, (xattrs, acl) in attrs.items()
-    }
+    """Only what `flags` preserves: xattrs with X (rsync's own records with XX), ACLs with A."""
+    out: Attrs = {}
+    for rel, (xattrs, acl) in attrs.items():
+        records = "XX" in flags
+        sent = tuple(p for p in xattrs if records or not p[0].startswith(b"user.rsync.%"))
+        out[rel] = (sent if "X" in flags else (), acl if "A" in flags else None)
+    return out
 
 
 def _same(oracle: RsyncResult, ours: RsyncResult) -> None:
@@ -197,7 +199,7 @@ def _push_then_update(h: RsyncHarness, flags: str, targets: list[Target]) -> Non
         assert kept(remote_attrs(target), flags) == want, target.name
 
 
-@pytest.mark.parametrize("flags", ["-aiX", "-aiA", "-aiXA"])
+@pytest.mark.parametrize("flags", ["-aiX", "-aiA", "-aiXA", "-aiXX"])
 def test_push_then_update(flags: str, rsync_harness: RsyncHarness) -> None:
     h = rsync_harness
     _push_then_update(h, flags, [h.oracle(), h.rsyncd_root(), h.rsyncd_store()])
@@ -219,6 +221,24 @@ def test_hard_links_share_changed_xattrs(target: str, rsync_harness: RsyncHarnes
     _push_then_update(h, "-aiXAH", [h.oracle(), ours])
 
 
+def test_dry_run_reports_like_rsync(rsync_harness: RsyncHarness) -> None:
+    """-n: the same 'x'/'a' lines (and 'p', which a real run hides), nothing changed."""
+    h = rsync_harness
+    src = h.client_dir / "src"
+    build_tree(src)
+    targets = [h.oracle(), h.rsyncd_root(), h.rsyncd_store()]
+    for target in targets:
+        assert h.run(target, ["-aXA", "src/", "lh:dst/"], tree=None).returncode == 0
+    before = [remote_attrs(target) for target in targets]
+    shutil.rmtree(src)
+    build_tree(src, changed=True)
+    oracle, *ours = h.differential(["-aiXAn", "src/", "lh:dst/"], targets)
+    assert any(line.startswith(b".f...p...a.") for line in oracle.itemize)
+    for result in ours:
+        _same(oracle, result)
+    assert [remote_attrs(target) for target in targets] == before
+
+
 def test_pull_back_from_the_store(rsync_harness: RsyncHarness) -> None:
     """What a -aXA push stored comes back whole, and updates a changed copy like rsync."""
     h = rsync_harness
@@ -229,7 +249,8 @@ def test_pull_back_from_the_store(rsync_harness: RsyncHarness) -> None:
         assert h.run(target, ["-aXAH", "src/", "lh:dst/"], tree=None).returncode == 0
     back = h.run(store, ["-aXA", "lh:dst/", "back/"], tree=None)  # (pulls refuse -H)
     assert back.returncode == 0, back.describe()
-    assert local_attrs(h.client_dir / "back") == local_attrs(src)
+    want = kept(local_attrs(src), "XA")  # no user.rsync.% records without -XX
+    assert local_attrs(h.client_dir / "back") == want
 
     # pull onto the changed version: the generator (the client) asks for the long values
     copies = {}
@@ -242,7 +263,7 @@ def test_pull_back_from_the_store(rsync_harness: RsyncHarness) -> None:
     assert results[1].returncode == results[0].returncode == 0, results[1].describe()
     assert results[1].itemize == results[0].itemize
     assert any(b"x" in line[:11] for line in results[0].itemize)
-    assert local_attrs(copies["store"]) == local_attrs(copies["oracle"]) == local_attrs(src)
+    assert local_attrs(copies["store"]) == local_attrs(copies["oracle"]) == want
 
 
 @pytest.mark.parametrize("flags", ["-aiX", "-aiA"])
