@@ -212,3 +212,19 @@ def test_server_that_cannot_start(server: str, message: bytes, rsync_harness: Rs
     assert result.stderr.startswith(message), result.describe()
     assert b"rsync error: " in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_absolute_paths_stay_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    write_file(tmp_path / "client" / "src" / "f", b"payload", 1_600_000_000_000_000_000)
+    os.utime(tmp_path / "client" / "src", ns=(1_600_000_000_000_000_000,) * 2)
+    h = RsyncHarness(tmp_path)
+    target = Target("root", f"{RSYNCD_PY} --root {root}", root, lambda t, p: snapshot(root / p))
+    result = h.run(target, ["-a", "src/", f"lh:{tmp_path}/client/elsewhere/"], tree=None)
+    assert result.returncode == 11, result.describe()  # its parent is missing under the root
+    assert not (tmp_path / "client" / "elsewhere").exists()
+    result = h.run(target, ["-a", "src/", "lh:/dst/"], tree="dst")
+    assert result.returncode == 0, result.describe()
+    assert result.tree is not None
+    assert_same_tree(snapshot(tmp_path / "client" / "src"), result.tree)
