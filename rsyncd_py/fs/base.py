@@ -58,7 +58,8 @@ class Stat:
     `link_key` identifies the inode for hard links: entries of one file system with the
     same non-None `link_key` are hard links to each other. `xattrs` is sorted by name.
     `acl` is an opaque, implementation-neutral encoding of the access and default ACLs
-    (see the roles' ACL codec) or None.
+    (rsyncd_py/protocol/acl_blob.py: the Linux system.posix_acl_* xattr values, with
+    the permissions the mode carries left to the mode) or None.
     """
 
     mode: int
