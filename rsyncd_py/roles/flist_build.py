@@ -4,6 +4,7 @@ Theory of operation. The client names what it wants with source arguments, and s
 3.2.5 it checks every name we send against them ("rejecting unrequested file-list
 name"), so the names must be exactly the ones real rsync's sender would produce:
 
+- (how an argument splits into directory and name: `source_args.py`)
 - ``host:dir/`` (a "dot-dir" argument) sends ``.`` (a top directory) and, with ``-r``
   or ``-d``, the directory's contents as ``name``, ``sub/name``...;
 - ``host:dir`` sends ``dir`` itself as a top entry, its contents as ``dir/...``;
@@ -27,7 +28,6 @@ and symlinks, as rsync's stats count it).
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import os
 import stat as stat_mod
@@ -47,6 +47,7 @@ from rsyncd_py.protocol.flist import (
     FlistOptions,
     is_device,
 )
+from rsyncd_py.roles.source_args import NameType, resolve_root_relative, split_arg
 from rsyncd_py.wire import Log, Wire
 
 # A directory's st_size shows in listings (`rsync host:dir/`). Stores keep no directory
@@ -54,14 +55,6 @@ from rsyncd_py.wire import Log, Wire
 DEFAULT_DIR_SIZE = 4096
 _CHECKSUM_CHUNK = 1 << 20
 _MAX_SYMLINK_HOPS = 20
-
-
-class NameType(enum.Enum):
-    """How a source argument names its target (flist.c name_type)."""
-
-    NORMAL = 0
-    DOTDIR = 1  # "dir/", "dir/.", "." : the directory's contents, with a top "."
-    SLASH_ENDING = 2  # -R "dir/"
 
 
 @dataclass(slots=True)
@@ -78,32 +71,6 @@ MISSING = Stat(mode=0)
 
 Emit = Callable[[SendEntry], None]
 DigestLookup = Callable[[object, str], bytes | None]
-
-
-def clean_fname(name: bytes, *, keep_trailing_slash: bool, drop_trailing_dot: bool) -> bytes:
-    """util1.c clean_fname: collapse '//' and interior './', optionally keep a final '/'."""
-    anchored = name.startswith(b"/")
-    parts = name.split(b"/")
-    kept: list[bytes] = []
-    trailing = False
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if not part:
-            trailing = last and i > 0
-            continue
-        if part == b"." and (not last or drop_trailing_dot):
-            trailing = last
-            continue
-        kept.append(part)
-        trailing = False
-    out = (b"/" if anchored else b"") + b"/".join(kept)
-    if trailing and keep_trailing_slash and kept:
-        out += b"/"
-    return out or b"."
-
-
-def has_dot_dot(name: bytes) -> bool:
-    return b".." in name.split(b"/")
 
 
 class FileListBuilder:
@@ -149,10 +116,10 @@ class FileListBuilder:
         flags = FLAG_CONTENT_DIR if self.recurse else 0
         implied_dot_dir = 0
         for arg in args:
-            dir_part, name, name_type, wants_dot_dir = self._split_arg(arg, implied_dot_dir == 0)
-            if wants_dot_dir and implied_dot_dir == 0:
+            source = split_arg(arg, relative=self.relative, first_dot=implied_dot_dir == 0)
+            if source.wants_dot_dir and implied_dot_dir == 0:
                 implied_dot_dir = -1
-            changed = await self._change_dir(base, dir_part)
+            changed = await self._change_dir(base, source.directory)
             if changed is None:
                 implied_dot_dir = max(implied_dot_dir, 0)
                 continue
@@ -160,50 +127,7 @@ class FileListBuilder:
             if implied_dot_dir < 0:
                 implied_dot_dir = 1
                 await self._send_implied_dot()
-            await self._send_arg(name, name_type, flags)
-
-    def _split_arg(self, arg: bytes, first_dot: bool) -> tuple[bytes | None, bytes, NameType, bool]:
-        """The (directory, name, name type, leading "./" under -R) of one argument."""
-        wants_dot_dir = False
-        if not self.relative:
-            fbuf = arg
-            if not fbuf or fbuf.endswith(b"/"):
-                fbuf = b"." if fbuf == b"./" else fbuf + b"."
-                name_type = NameType.DOTDIR
-            elif fbuf.endswith(b"..") and (len(fbuf) == 2 or fbuf[-3:-2] == b"/"):
-                fbuf += b"/."
-                name_type = NameType.DOTDIR
-            elif fbuf.endswith(b".") and (len(fbuf) == 1 or fbuf[-2:-1] == b"/"):
-                name_type = NameType.DOTDIR
-            else:
-                name_type = NameType.NORMAL
-            dir_part, slash, name = fbuf.rpartition(b"/")
-            directory: bytes | None = (dir_part or b"/") if slash else None
-            return directory, name or b".", name_type, wants_dot_dir
-        name_type = NameType.NORMAL
-        marker = arg.find(b"/./")
-        if marker >= 0:
-            directory = arg[:marker] or b"/"
-            name = arg[marker + 3 :].lstrip(b"/")
-        else:
-            directory, name = None, arg
-        if first_dot and name.startswith(b"./") and len(name) > 2:
-            wants_dot_dir = True
-        name = clean_fname(name, keep_trailing_slash=True, drop_trailing_dot=True) if name else b""
-        if name == b"/":
-            name, name_type = b"/.", NameType.DOTDIR
-        elif name == b".":
-            name_type = NameType.DOTDIR
-        elif name.endswith(b"/"):
-            name = name[:-1]
-            name_type = NameType.DOTDIR if name == b"." else NameType.SLASH_ENDING
-        if has_dot_dot(name):
-            raise SessionError(
-                f'found ".." dir in relative path: {_text(name)}', ExitCode.RERR_SYNTAX
-            )
-        if not name:
-            name, name_type = b".", NameType.DOTDIR
-        return directory, name, name_type, wants_dot_dir
+            await self._send_arg(source.name, source.name_type, flags)
 
     async def _change_dir(self, base: bytes, directory: bytes | None) -> bytes | None:
         """flist.c change_pathname: the root-relative directory the names are under."""
@@ -510,21 +434,6 @@ class FileListBuilder:
     def _report_errno(self, err: int, what: str) -> None:
         """rsyserr(FERROR_XFER, ...): a transfer error that makes the exit code 23."""
         self.wire.rprintf(Log.ERROR_XFER, f"rsync: [sender] {what}: {os.strerror(err)} ({err})\n")
-
-
-def resolve_root_relative(base: bytes, rel: bytes) -> bytes | None:
-    """Root-relative path of `rel` under `base` ('/...' from the root); None above it."""
-    parts = [] if rel.startswith(b"/") else [p for p in base.split(b"/") if p]
-    for part in rel.split(b"/"):
-        if part in (b"", b"."):
-            continue
-        if part == b"..":
-            if not parts:
-                return None
-            parts.pop()
-            continue
-        parts.append(part)
-    return b"/".join(parts)
 
 
 def _text(name: bytes) -> str:

@@ -64,9 +64,10 @@ from rsyncd_py.protocol.stats import DeleteStats, TransferStats
 from rsyncd_py.protocol.sums import SumHead, pack_sum_head, read_sum_head
 from rsyncd_py.roles import acl_xattr
 from rsyncd_py.roles.delta_send import DeltaSender
-from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry, resolve_root_relative
+from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry
 from rsyncd_py.roles.flist_recv import flist_options
 from rsyncd_py.roles.globbing import expand_args
+from rsyncd_py.roles.source_args import resolve_root_relative
 from rsyncd_py.wire import Log, PeerExit, Wire
 
 T = TypeVar("T")

@@ -32,9 +32,10 @@ from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.match import BlockSums
 from rsyncd_py.protocol.sums import sum_sizes_sqroot
 from rsyncd_py.roles.delta_send import DeltaSender
-from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry, clean_fname
+from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry
 from rsyncd_py.roles.globbing import expand_args
 from rsyncd_py.roles.sender import recorded_digest
+from rsyncd_py.roles.source_args import clean_fname
 from rsyncd_py.wire import Wire
 from tests.helpers.streams import memory_stream_pair
 from tests.helpers.trees import write_file
