@@ -32,7 +32,7 @@ from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.fs.local_acl import write_acl
 
 IO_CHUNK = 1 << 20  # reads and write batches: big enough to amortise a thread hop
-_INLINE_READ = 1 << 16  # random reads up to this size stay on the event loop
+_INLINE_IO = 1 << 16  # reads and writes up to this size stay on the event loop
 _NAME_MAX = 255
 # xattr namespaces the kernel reserves for ACLs and capabilities; rsync -X leaves them
 # alone and ACLs travel separately.
@@ -106,7 +106,7 @@ class LocalFileReader:
     async def read(self, offset: int, length: int) -> bytes:
         """Return up to `length` bytes at `offset` (short at the end of the file)."""
         length = max(0, min(length, self.size - offset))
-        if length <= _INLINE_READ:
+        if length <= _INLINE_IO:
             return os.pread(self._fd, length, offset)
         return await self._pread(length, offset)
 
@@ -151,7 +151,8 @@ class LocalFileWriter:
     """A new file being written; see `rsyncd_py.fs.base.FileWriter`.
 
     Data is buffered up to 1 MiB and written with `pwrite` in the executor; one batch is
-    in flight while the next fills, so memory stays under 2 MiB per writer.
+    in flight while the next fills, so memory stays under 2 MiB per writer. Batches of
+    64 KiB or less (small files, the tail before a hole) are written inline.
     `write_zeros` only moves the write offset: the skipped range stays a hole.
     """
 
@@ -189,11 +190,19 @@ class LocalFileWriter:
         self._buf_offset += length
 
     async def _flush(self) -> None:
-        """Start writing the buffer (after the previous batch finished)."""
+        """Start writing the buffer (after the previous batch finished).
+
+        A small last batch is written inline: a thread hop would cost more than the
+        write into the page cache, and small files are the common case.
+        """
         await self._wait()
         data, offset = bytes(self._buf), self._buf_offset
         self._buf_offset += len(data)
         self._buf.clear()
+        if len(data) <= _INLINE_IO:
+            with os_errors(self._path):
+                _pwrite_all(self._fd, data, offset)
+            return
         loop = asyncio.get_running_loop()
         self._inflight = loop.run_in_executor(None, _pwrite_all, self._fd, data, offset)
 
