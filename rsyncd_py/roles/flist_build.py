@@ -174,7 +174,9 @@ class FileListBuilder:
         """The body of send_file_list's loop for one cleaned argument."""
         path = self._fs_path(name)
         if name_type is not NameType.NORMAL:
-            with contextlib.suppress(FsError):  # link_stat follows "link/" and "link/."
+            # link_stat follows "link/" and "link/." only to a directory: a dangling link
+            # or one to a file is sent as the link itself (flist.c link_stat)
+            with contextlib.suppress(FsError):
                 path = await self._follow_dirs(path)
         st = await self._link_stat(path, missing_ok=self.missing_args > 0)
         if st is None:
