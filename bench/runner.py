@@ -14,6 +14,7 @@ server must find every file identical to the source), a pull by hashing what arr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -117,11 +118,16 @@ class Runner:
             try:
                 for scenario in selected:
                     for system in self.systems:
-                        result = self.run_one(system, scenario, rep)
+                        try:
+                            result = self.run_one(system, scenario, rep)
+                        except Exception as exc:  # a server died (e.g. OOM-killed): go on
+                            result = RunResult(scenario.name, system.name, rep, ok=False,
+                                               error=f"harness: {exc!r}")  # fmt: skip
                         results.append(result)
                         self.progress(_progress_line(result))
                 for system in self.systems:
-                    _attribute_commits(system, [r for r in results if r.rep == rep])
+                    with contextlib.suppress(Exception):  # a dead server has no snapshots
+                        _attribute_commits(system, [r for r in results if r.rep == rep])
             finally:
                 for system in self.systems:
                     system.stop()
