@@ -274,6 +274,8 @@ def test_pull_numeric_ids_keeps_numbers(
         "src/names/*",
         "src/s*-70?",
         "src/zz*",  # matches nothing: passed on literally, as sh does
+        "src/link-dangling/",  # a trailing slash follows a link only to a directory
+        "src/size-1/",  # a file named as a directory
     ],
 )
 @pytest.mark.parametrize(
