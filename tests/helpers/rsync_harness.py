@@ -34,7 +34,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -210,7 +210,7 @@ async def filesystem_tree(fs: FileSystem, top: bytes) -> Tree:
     for paths in groups.values():
         for rel in paths:
             others = tuple(sorted(p for p in paths if p != rel))
-            tree[rel] = Entry(**{**tree[rel].__dict__, "links": others})
+            tree[rel] = replace(tree[rel], links=others)
     return tree
 
 
