@@ -8,6 +8,7 @@ session committed (`close(True)`) or not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 
@@ -17,7 +18,12 @@ from rsyncd_py.fs.local import LocalProvider
 from rsyncd_py.protocol.constants import MSG_DATA, MSG_ERROR_EXIT
 from rsyncd_py.protocol.mux import pack_frame
 from rsyncd_py.session import run_server
-from tests.helpers.goldens import client_flist_end, load
+from tests.helpers.goldens import (
+    client_flist_end,
+    data_offset_after_first_done,
+    load,
+    split_server,
+)
 from tests.helpers.streams import memory_stream_pair
 
 
@@ -135,9 +141,25 @@ def test_destination_escaping_the_root_is_refused(tmp_path):
 def test_keepalive_frames_are_ignored(tmp_path):
     golden = load("push-p32")
     cut = client_flist_end(golden.c2s, protocol=32, negotiated=True, delete=False)
-    noisy = golden.c2s[:cut] + pack_frame(MSG_DATA, b"") * 3 + golden.c2s[cut:]
-    # the rest of the stream only makes sense after our requests; a keep-alive in the
-    # middle must change nothing about how it is parsed
-    code, _, err, closed = asyncio.run(serve(PUSH, noisy, os.fsencode(tmp_path)))
+    keepalives = pack_frame(MSG_DATA, b"") * 3
+    wanted = data_offset_after_first_done(split_server(golden.s2c, 32), 32)
+
+    async def main():
+        server, client = memory_stream_pair()
+        provider = RecordingProvider(os.fsencode(tmp_path))
+        session = asyncio.create_task(run_server(server, PUSH, provider))
+        client.write(golden.c2s[:cut] + keepalives)
+        # like a real client, send the file data only once the server asked for it
+        async with asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(AssertionError):
+                    if len(split_server(bytes(client.incoming.buffer), 32).data) >= wanted:
+                        break
+                await asyncio.sleep(0.01)
+        client.write(keepalives + golden.c2s[cut:])
+        await client.close()
+        return await asyncio.wait_for(session, 60), server.stderr.decode(), provider.closed
+
+    code, err, closed = asyncio.run(main())
     assert code == 0, err
     assert closed == [True]
