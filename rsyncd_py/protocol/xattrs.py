@@ -23,10 +23,11 @@ records of the transfer phase:
 Whether a request and its answer follow a record at all is `request_follows`.
 
 State, one object per side and direction of a session:
-  `XattrSender`   the sets sent so far (full values kept: the answers need them), a dict
-                  finding a set already sent, and the (ndx, num) already answered -- a
-                  real generator never asks twice, and a real sender refuses a second
-                  request ("internal abbrev error").
+  `XattrSender`   the sets sent so far (long values only as digests: an answer reads
+                  the file's value again, as rsync does, so memory holds no values),
+                  a dict finding a set already sent, and the (ndx, num) already
+                  answered -- a real generator never asks twice, and a real sender
+                  refuses a second request ("internal abbrev error").
   `XattrReceiver` the sets received (abbreviated items hold only their digest); the
                   generator's mark on each abbreviated (ndx, num) it has dealt with
                   (rsync's XSTATE_DONE: asked for, or found equal on a file whose record
@@ -47,7 +48,7 @@ Unlike rsync, a root receiver also drops system.* names, which no rsync sender s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rsyncd_py.protocol.constants import (
@@ -187,7 +188,8 @@ class XattrSender:
             out.append(item.name + b"\0")
             out.append(item.digest if item.abbreviated else item.value)  # type: ignore[arg-type]
         ndx = len(self.sets)
-        self.sets.append(items)
+        # like rsync, keep only the digests of long values: an answer reads them again
+        self.sets.append(tuple(_without_long_value(item) for item in items))
         self._index[key] = ndx
         return b"".join(out), ndx
 
@@ -204,18 +206,30 @@ class XattrSender:
             nums.append(num)
         return tuple(nums)
 
-    def pack_answer(self, ndx: int, nums: Sequence[int]) -> bytes:
-        """xattrs.c send_xattr_request on the sender: the values asked for, then 0."""
+    def pack_answer(
+        self, ndx: int, nums: Sequence[int], current: Mapping[bytes, bytes]
+    ) -> tuple[bytes, tuple[bytes, ...]]:
+        """xattrs.c send_xattr_request on the sender: the values asked for, then 0.
+
+        `current` is the file's xattrs as they are now (rsync re-reads each value, whose
+        length may have changed). Returns the bytes and the names no longer there,
+        which are answered as empty values ("failed to re-read xattr").
+        """
         items = self._items(ndx)
         out = []
+        gone: list[bytes] = []
         prior = 0
         for num in nums:
-            value = items[num - 1].value or b""
+            name = items[num - 1].name
+            value = current.get(name)
+            if value is None:
+                gone.append(name)
+                value = b""
             out.append(pack_varint(num - prior) + pack_varint(len(value)) + value)
             prior = num
             self._answered.add((ndx, num))
         out.append(pack_byte(0))
-        return b"".join(out)
+        return b"".join(out), tuple(gone)
 
     def _items(self, ndx: int) -> XattrSet:
         if not 0 <= ndx < len(self.sets):
@@ -401,6 +415,12 @@ class XattrAnswerReader:
 
         cur.on_commit(commit)
         return False
+
+
+def _without_long_value(item: XattrItem) -> XattrItem:
+    if not item.abbreviated:
+        return item
+    return XattrItem(item.name, item.length, None, item.digest, item.num)
 
 
 # --- errors ----------------------------------------------------------------------------

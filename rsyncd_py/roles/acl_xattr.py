@@ -262,10 +262,16 @@ def request_reader(
     return lambda buf: read_item(buf, lambda cur: xattrs.read_request(cur, ndx, name))
 
 
-def answer(xattrs: XattrSender | None, entry: FileEntry, nums: tuple[int, ...]) -> bytes:
-    """What follows the echo of that record: the values asked for (send_xattr_request)."""
+def answer(
+    xattrs: XattrSender | None, entry: FileEntry, nums: tuple[int, ...], current: Stat | None
+) -> tuple[bytes, tuple[bytes, ...]]:
+    """What follows the echo of that record (send_xattr_request), and the names gone.
+
+    The values are read again from the file's `current` Stat, as rsync re-reads them.
+    """
     assert xattrs is not None and entry.xattr_ndx is not None
-    return xattrs.pack_answer(entry.xattr_ndx, nums)
+    values = dict(current.xattrs) if current is not None else {}
+    return xattrs.pack_answer(entry.xattr_ndx, nums, values)
 
 
 def acl_id_names(acls: AclSender | None) -> tuple[dict[int, bytes], dict[int, bytes]]:

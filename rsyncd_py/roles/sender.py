@@ -280,7 +280,20 @@ class Sender:
         sent = self.files[record.ndx]
         xattrs = self.flist_encoder.xattrs
         nums = await self._read(acl_xattr.request_reader(xattrs, sent.entry, sent.entry.name))
-        return acl_xattr.answer(xattrs, sent.entry, nums)
+        if not nums:
+            return acl_xattr.answer(xattrs, sent.entry, nums, None)[0]
+        try:
+            current = await self.fs.lstat(sent.path)
+        except FsError:
+            current = None
+        answer, gone = acl_xattr.answer(xattrs, sent.entry, nums, current)
+        fname = sent.entry.name.decode("utf-8", "surrogateescape")
+        for name in gone:
+            self.wire.rprintf(
+                Log.ERROR_XFER,
+                f"failed to re-read xattr {name.decode('utf-8', 'surrogateescape')} for {fname}\n",
+            )
+        return answer
 
     async def send_one(self, record: ItemRecord, sent: SendEntry, answer: bytes = b"") -> None:
         """One transfer of send_files: receive_sums, open, echo, match_sums."""

@@ -164,10 +164,13 @@ def test_sender_answers_requests_and_refuses_a_second_one() -> None:
     request = pack_varint(1) + pack_varint(1) + b"\0"  # nums 1 and 2: user.big, user.big2
     nums = read_item(ReceiveBuffer(request), lambda c: sender.read_request(c, ndx, b"f"))
     assert nums == (1, 2)
-    answer = sender.pack_answer(ndx, nums)
-    assert answer == pack_varint(1) + pack_varint(100) + b"x" * 100 + pack_varint(1) + (
-        pack_varint(40) + b"y" * 40 + b"\0"
+    assert all(item.value is None for item in sender.sets[ndx] if item.abbreviated)
+    # the values are read again: one has changed length, one is gone
+    answer, gone = sender.pack_answer(ndx, nums, {b"user.big": b"x" * 101})
+    assert answer == pack_varint(1) + pack_varint(101) + b"x" * 101 + pack_varint(1) + (
+        pack_varint(0) + b"\0"
     )
+    assert gone == (b"user.big2",)
     with pytest.raises(RemoteProtocolError, match=r"internal abbrev error on f \(user.big"):
         read_item(ReceiveBuffer(request), lambda c: sender.read_request(c, ndx, b"f"))
     with pytest.raises(RemoteProtocolError, match="internal abbrev error"):
@@ -204,7 +207,7 @@ def test_round_trip_with_requests(sets: list, locals_: list) -> None:
         assert differs == (tuple(sorted(pairs)) != (local or ()))
         request = receiver.pack_request(ndx, wanted)
         nums = read_item(ReceiveBuffer(request), lambda c, n=ndx: sender.read_request(c, n, b""))
-        answer = ReceiveBuffer(sender.pack_answer(ndx, nums))
+        answer = ReceiveBuffer(sender.pack_answer(ndx, nums, dict(pairs))[0])
         reader = receiver.answer_reader(ndx)
         while not read_item(answer, reader.read):
             pass
