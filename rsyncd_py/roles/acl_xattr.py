@@ -9,9 +9,9 @@ Push (we receive; generator.c, receiver.c, rsync.c set_file_attrs):
   entry's ACLs, the 'x' flag (ITEM_REPORT_XATTR) when xattr_diff finds a difference --
   for a new entry whenever it has xattrs -- and the request for abbreviated xattr values
   that follows such a record (or a transfer request) on the wire.
-- `read_answer`: the sender's answer after its echo of that record; for an entry that
-  is not transferred the receiver then sets its attributes again (`sets_attrs_again`),
-  as receiver.c recv_files does, now that the values are known.
+- `answer_follows`/`answer_reader`: the sender's answer after its echo of that record;
+  for an entry that is not transferred the receiver then sets its attributes again
+  (`sets_attrs_again`), as receiver.c recv_files does, now that the values are known.
 - `wanted`: the ACL and xattrs set_file_attrs (or a new file's commit) gives an entry:
   what was sent, plus what -A/-X leave alone -- a symlink's ACL, the namespaces rsync
   does not manage as this user, and values the generator does not know yet (rsync's
