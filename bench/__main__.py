@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import datasets, report
+from bench import datasets, profiles, report
 from bench.runner import Runner, scenarios
 from bench.systems import SYSTEM_NAMES, ClientKey, make_systems
 
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path,
                         help="where the data sets are cached (default /dev/shm/rsyncd-py-bench)")
     parser.add_argument("--json", type=Path, help="JSON record path (default bench/results/)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="record a py-spy profile of the rsyncd-py server for every run "
+                             "into DIR and print its busiest frames (timings then run slow)")
     args = parser.parse_args(argv)  # fmt: skip
 
     spec = datasets.SPECS[args.size]
@@ -63,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     system_names = args.systems.split(",")
     if unknown := sorted(set(system_names) - set(SYSTEM_NAMES)):
         parser.error(f"unknown system(s) {', '.join(unknown)}")
+    profiler = None
+    if args.profile:
+        spy = profiles.find_py_spy()
+        if spy is None:
+            parser.error("--profile needs py-spy (.venv/bin/pip install py-spy)")
+        profiler = profiles.Profiler(args.profile, spy)
 
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
@@ -71,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         systems = make_systems(work, key, system_names)
         for system in systems:
             print(f"system {system.name}: {system.label}")
-        runner = Runner(sets, systems, work, progress=lambda line: print(line, flush=True))
+        runner = Runner(sets, systems, work, progress=lambda line: print(line, flush=True),
+                        profiler=profiler)  # fmt: skip
         results = runner.run(chosen, args.reps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -90,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                "scenarios": [s.name for s in chosen], "data": asdict(spec)}  # fmt: skip
     report.record(path, options=options, rows=rows, results=results, systems=systems)
     print(f"\nJSON: {path}")
+    if profiler is not None:
+        summaries = "\n\n".join(profiles.summarise(f) for f in profiler.files)
+        (profiler.directory / "summary.txt").write_text(summaries + "\n")
+        print(f"\n{summaries}\n\nprofiles: {profiler.directory}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import xxhash
 
 from bench.datasets import DataSets
+from bench.profiles import Profiler
 from bench.systems import System
 
 
@@ -109,12 +110,14 @@ class Runner:
     work: Path
     rsync: str = field(default_factory=lambda: shutil.which("rsync") or "rsync")
     progress: Callable[[str], None] = print
+    profiler: Profiler | None = None  # --profile: py-spy on servers with one process
 
     def run(self, selected: list[Scenario], reps: int) -> list[RunResult]:
         results: list[RunResult] = []
         for rep in range(reps):
             for system in self.systems:
                 system.start()
+                self._warm_up(system)
             try:
                 for scenario in selected:
                     for system in self.systems:
@@ -146,7 +149,8 @@ class Runner:
             local = self._pull_dir(system, scenario)
             source, target = system.remote(f"{scenario.remote}/"), f"{local}/"
         command = self._client(system, "--stats", source, target)
-        with system.measure() as measures:
+        with self._profiled(system, f"{scenario.name}-{system.name}-rep{rep + 1}"), \
+                system.measure() as measures:
             result.started_ns = time.time_ns()
             started = time.monotonic()
             done = _rsync(command)
@@ -170,6 +174,24 @@ class Runner:
         if scenario.kind == "pull":
             shutil.rmtree(target, ignore_errors=True)
         return result
+
+    def _warm_up(self, system: System) -> None:
+        """One untimed push and one pull of an empty directory: a long-lived server has
+        long since imported its modules (the first rsyncd-py session imports the roles
+        and checksum libraries, 0.2-0.3 s) and sshd has its files in the page cache."""
+        empty = self.work / "empty"
+        empty.mkdir(exist_ok=True)
+        for args in ([f"{empty}/", system.remote("warmup/")],
+                     ["--list-only", system.remote("warmup/")]):
+            done = _rsync(self._client(system, *args))
+            if done.returncode != 0:
+                raise RuntimeError(f"{system.name}: warm-up failed: {done.stderr.strip()}")
+
+    def _profiled(self, system: System, name: str) -> contextlib.AbstractContextManager[None]:
+        pid = system.server_pid
+        if self.profiler is None or pid is None:
+            return contextlib.nullcontext()
+        return self.profiler.record(pid, name)
 
     def _pull_dir(self, system: System, scenario: Scenario) -> Path:
         local = self.work / "pulls" / system.name

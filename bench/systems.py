@@ -139,6 +139,11 @@ class System:
         """The rsync argument naming `path` under this system's destination root."""
         raise NotImplementedError
 
+    @property
+    def server_pid(self) -> int | None:
+        """The one long-lived server process, if there is one (what --profile samples)."""
+        return None
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -303,6 +308,10 @@ class RsyncdPy(System):
 
     def remote(self, path: str) -> str:
         return f"{HOST}:{path}"
+
+    @property
+    def server_pid(self) -> int | None:
+        return self._serve.pid if self._serve is not None else None
 
     def _cli(self) -> list[str]:
         return [sys.executable, "-m", "rsyncd_py.cli.main"]
