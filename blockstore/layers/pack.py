@@ -19,7 +19,10 @@ the bucket self-describing: `reindex` rebuilds the local index from `packs/` alo
 Where things are (the local `PackIndex`, index.py): object -> (pack number, offset,
 length). `get`/`get_range` of a packed key is one range GET of its bytes inside the
 pack. A read that misses the index first syncs it from the bucket (another process may
-have written the pack since); `exists` never does (dedup misses are the normal case).
+have written the pack since: a long-lived reader such as a FUSE mount then reads a
+snapshot committed a moment ago at once, never EIO); `exists` never does (dedup misses
+are the normal case). Syncs are serialised, and a read whose miss began before the
+last sync started does not sync again, so a burst of misses costs one LIST.
 Objects not uploaded yet are served from memory (`_pending`), so a writer sees its own
 writes at once. An object enters the index only after its pack is uploaded, so the
 index never points at data the bucket does not have.
@@ -166,7 +169,8 @@ class PackLayer(Layer):
         self._serial = 0
         self._in_flight = 0
         self._failures: list[StoreError] = []
-        self._last_sync = 0.0
+        self._sync_lock = threading.Lock()
+        self._last_sync = 0.0  # when the latest sync from the bucket started (monotonic)
         self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue()
         self._room = threading.BoundedSemaphore(max(1, uploaders + queue_depth))
         self._threads = [
@@ -320,8 +324,8 @@ class PackLayer(Layer):
                 data = pending[1]
                 return bytes(data[start : None if length is None else start + length])
             found = self.index.lookup(*parsed)
-            if found is None and not attempt and self._last_sync < began:
-                self.sync_from_bucket()  # written by another process since we looked?
+            if found is None and not attempt:
+                self._sync_unless_since(began)  # written by another process since we looked?
                 continue
             if found is None:
                 raise NotFoundError(f"{key}: not found", key=key)
@@ -401,8 +405,19 @@ class PackLayer(Layer):
         """Index packs the bucket has and the index lacks; forget vanished packs.
 
         Returns the number of packs added. Cheap when nothing changed (one LIST per
-        1000 packs): run at open, and when a read finds its pack gone.
+        1000 packs): run at open, when a read misses the index, and when a read finds
+        its pack gone. One sync runs at a time.
         """
+        with self._sync_lock:
+            return self._sync_locked()
+
+    def _sync_unless_since(self, began: float) -> None:
+        """Sync, unless a sync started at or after `began` (it saw what we would see)."""
+        with self._sync_lock:
+            if self._last_sync < began:
+                self._sync_locked()
+
+    def _sync_locked(self) -> int:
         self._last_sync = time.monotonic()
         in_bucket = {k: n for k, n in self.inner.list(PACK_PREFIX) if _PACK_RE.match(k)}
         known = {info.name: info for info in self.index.packs() if not info.deleted}

@@ -18,7 +18,11 @@ from a running maximum (numpy), in bounded memory. The new file replaces the old
 with a rename.
 
 Packs are numbered in `packs` (fixed 64-byte records: name, size, time, count, flags),
-so a slot needs 4 bytes for its pack.
+so a slot needs 4 bytes for its pack. A pack name is registered once: `add_pack` of a
+name already live returns its number, because two syncs from the bucket (threads of
+one process, or two processes sharing the state dir) may both find the same new pack,
+and a second record would look like an empty pack to gc, which would delete the pack
+object the first record's entries still point into.
 
 Crash safety. An entry is inserted only after its pack is uploaded, so the index never
 points at data that is not in the bucket. A process crash loses nothing (the mapping's
@@ -128,6 +132,7 @@ class PackIndex:
         self._mm: mmap.mmap | None = None
         self._capacity = 0
         self._packs: list[PackInfo] = []
+        self._live_by_name: dict[str, int] = {}  # pack name -> number, packs not deleted
         self.needs_rebuild = False
         with self._locked(exclusive=True):
             self.needs_rebuild = self._dirty_from_earlier_boot()
@@ -174,6 +179,7 @@ class PackIndex:
         path = self.dir / "packs"
         if full:
             self._packs = []
+            self._live_by_name = {}
         try:
             with open(path, "rb") as f:
                 f.seek(len(self._packs) * _PACK.size)
@@ -181,12 +187,14 @@ class PackIndex:
         except FileNotFoundError:
             data = b""
         first = len(self._packs) + 1
-        self._packs += [
+        added = [
             PackInfo(first + i, name.hex(), size, created, count, bool(flags & PACK_DELETED))
             for i, (name, size, created, count, flags) in enumerate(
                 _PACK.iter_unpack(data[: len(data) - len(data) % _PACK.size])
             )
         ]
+        self._packs += added
+        self._live_by_name.update((info.name, info.number) for info in added if not info.deleted)
 
     def _bump_generation(self) -> None:
         generation = _GEN.unpack_from(self._gen_map)[1] + 1
@@ -313,9 +321,12 @@ class PackIndex:
     # -- packs --------------------------------------------------------------------------
 
     def add_pack(self, name: str, size: int, created_ns: int, count: int) -> int:
-        """Register an uploaded pack; return its number."""
+        """Register an uploaded pack; return its number (its old one if already known)."""
         with self._locked(exclusive=True):
             self._load_packs(full=False)  # packs another process added since
+            known = self._live_by_name.get(name)
+            if known is not None:
+                return known
             number = len(self._packs) + 1
             if number > MAX_PACKS:
                 raise OverflowError("pack index full")
@@ -323,6 +334,7 @@ class PackIndex:
             with open(self.dir / "packs", "ab") as f:
                 f.write(record)
             self._packs.append(PackInfo(number, name, size, created_ns, count, False))
+            self._live_by_name[name] = number
             return number
 
     def remove_pack(self, number: int) -> None:

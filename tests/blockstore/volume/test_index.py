@@ -66,6 +66,10 @@ def test_packs_are_numbered_and_removable(tmp_path: Path) -> None:
     other = PackIndex(tmp_path)  # another process sharing the state dir
     assert [(p.number, p.deleted) for p in other.packs()] == [(1, True), (2, False)]
     assert other.pack(2).name == "cd" * 32
+    assert other.add_pack("cd" * 32, 200, 6, 3) == 2  # known already: registered once
+    assert index.add_pack("cd" * 32, 200, 6, 3) == 2
+    assert len(index.packs()) == 2
+    assert index.add_pack("ab" * 32, 100, 5, 2) == 3  # deleted: a re-upload is a new pack
     index.close()
     other.close()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,37 @@ def test_index_rebuilds_from_the_bucket_alone(tmp_path: Path) -> None:
     assert all(second.get(key(n)) == data(n) for n in range(30))
     first.close()
     second.close()
+
+
+class _SlowList(Layer):
+    """Listings take a moment, as a real LIST request does (widens any race)."""
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        time.sleep(0.01)
+        return self.inner.list(prefix)
+
+
+def test_concurrent_read_misses_index_each_new_pack_once(tmp_path: Path) -> None:
+    """A burst of misses (a mount's worker threads) must not register a pack twice:
+    gc would take the extra record for an empty pack and delete the pack object."""
+    inner = MemoryBackend()
+    reader = PackLayer(StatsLayer(_SlowList(inner)), tmp_path / "reader")
+    writer = PackLayer(inner, tmp_path / "writer", pack_size=2000)
+    for n in range(20):
+        writer.put(key(n), data(n))
+    writer.flush()
+    stats = reader.inner
+    assert isinstance(stats, StatsLayer)
+    lists = stats.snapshot().lists
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(reader.get, [key(n) for n in range(20)])) == [
+            data(n) for n in range(20)
+        ]
+    names = [info.name for info in reader.packs()]
+    assert sorted(names) == sorted(k[len(PACK_PREFIX) :] for k, _ in packs_in(inner))
+    assert stats.snapshot().lists - lists <= 2  # one sync for the burst (two at worst)
+    reader.close()
+    writer.close()
 
 
 def test_delete_drops_the_key_but_not_its_pack(tmp_path: Path) -> None:
