@@ -18,9 +18,9 @@ already in memory.
 - **Snapshots.** The id list is one LIST request; snapshot objects are loaded once each
   (they never change) and forgotten when their id disappears (`forget`). The list is
   refreshed when `.snapshots` is opened and, at most once a second, when a lookup
-  names an id not seen yet: new snapshots appear without a remount. Finding a new
-  snapshot also re-reads the pack list (the writer uploaded the packs first), so the
-  new snapshot's objects are found at once.
+  names an id not seen yet: new snapshots appear without a remount (their objects,
+  in packs this process has not indexed yet, are found by the volume: see
+  `blockstore.volume.volume`).
 - **Link counts.** Trees record a hard-link group per entry, not the group's size, so
   the first stat of a hard-linked file in a snapshot walks that snapshot's trees once
   and counts each group (snapshots without hard links never pay for it).
@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from blockstore.backend import StoreError
-from blockstore.volume import RESERVED_ROOT_NAME, Content, FileReader, Snapshot, TreeEntry, Volume
+from blockstore.volume import RESERVED_ROOT_NAME, Content, Snapshot, TreeEntry, Volume
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Catalog:
         if found is not None:
             return found
         assert directory.subtree is not None
-        loaded = self.volume.trees.get(self.volume.objects, directory.subtree)
+        loaded = self.volume.tree_entries(directory.subtree)
         with self._lock:
             if directory.subtree not in self._recent:
                 self._recent[directory.subtree] = loaded
@@ -181,7 +181,7 @@ class Catalog:
 
     def _relist(self) -> None:
         with self._list_lock:
-            ids = self.volume.snapshots.ids()
+            ids = self.volume.snapshot_ids()
             with self._lock:
                 unknown = [i for i in ids if i not in self._snapshots]
             if len(unknown) > 1:
@@ -189,11 +189,6 @@ class Catalog:
                     loaded = list(pool.map(self._load_snapshot, unknown))
             else:
                 loaded = [self._load_snapshot(i) for i in unknown]
-            packs = self.volume.pack_layer
-            if unknown and packs is not None:
-                # A snapshot is written after its packs: having seen it, learn them now
-                # rather than answer EIO until the pack layer's next periodic resync.
-                packs.sync_from_bucket()
             with self._lock:
                 present = set(ids)
                 for gone in [i for i in self._snapshots if i not in present]:
@@ -204,7 +199,7 @@ class Catalog:
     def _load_snapshot(self, snapshot_id: str) -> Snapshot | None:
         """One snapshot object; a damaged one is logged and left out, not fatal to the list."""
         try:
-            return self.volume.snapshots.load(snapshot_id)
+            return self.volume.load_snapshot(snapshot_id)
         except StoreError as exc:
             log.error("snapshot %s left out of .snapshots: %s", snapshot_id, exc)
             return None
@@ -276,12 +271,5 @@ class Catalog:
         return total
 
     def _sum_stored(self, content: Content) -> int:
-        blocks = FileReader(self.volume.objects, content, cache_blocks=0).blocks(0)
+        blocks = self.volume.reader(content, cache_blocks=0).blocks(0)
         return sum(length for block_id, _offset, length in blocks if block_id is not None)
-
-    # -- figures -------------------------------------------------------------------------
-
-    def stored_total(self) -> int:
-        """Bytes the store holds in packs (0 without a pack layer): what `df` shows."""
-        packs = self.volume.pack_layer
-        return sum(info.size for info in packs.packs()) if packs is not None else 0

@@ -44,7 +44,7 @@ from blockstore.backend import NotFoundError, StoreError, TransientError
 from blockstore.fuse.catalog import SNAPSHOTS_DIR_MODE, Catalog, Entries, View
 from blockstore.fuse.inodes import ROOT_INODE, SNAPSHOTS_INODE, InodeTable, Node
 from blockstore.fuse.reader import OpenFile
-from blockstore.volume import RESERVED_ROOT_NAME, Content, FileReader, Snapshot, TreeEntry, Volume
+from blockstore.volume import RESERVED_ROOT_NAME, Content, Snapshot, TreeEntry, Volume
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class StoreOperations(pyfuse3.Operations):
         if not entry.is_file():
             raise pyfuse3.FUSEError(errno.EACCES)
         content = entry.content if entry.content is not None else Content(0)
-        reader = FileReader(self.volume.objects, content, cache_blocks=1)
+        reader = self.volume.reader(content, cache_blocks=1)
         handle = self._handle()
         self._files[handle] = OpenFile(reader, run_sync=self._io, spawn=self._spawn)
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
@@ -389,7 +389,7 @@ class StoreOperations(pyfuse3.Operations):
 
     @_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        stored = await self._io(self.catalog.stored_total)
+        stored = await self._io(self.volume.packed_bytes)
         figures = pyfuse3.StatvfsData()
         figures.f_bsize = IO_SIZE
         figures.f_frsize = _STATFS_FRSIZE

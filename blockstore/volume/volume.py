@@ -11,6 +11,17 @@ The volume core is synchronous and thread-safe; async callers go through an exec
 CPU-heavy per-block work (hashing, compression, encryption) runs on `pool`, a small
 thread pool (the C libraries release the GIL), bounded per file by the builder.
 
+Readers beside a writer. A volume opened read-only (a FUSE mount, a serve process)
+may live for days while another process commits to the same store. It never caches
+the snapshot list (`snapshot_ids` is one LIST each time), and the objects of a snapshot
+committed since it opened sit in packs its index has not seen: the pack layer re-reads
+the bucket's pack list when a read misses the index (layers/pack.py), so such a
+snapshot reads at once, never as EIO.
+
+Public API: the methods below. The attributes `objects`, `snapshots`, `trees`, `pool`
+and `backend` are the volume package's own plumbing (transactions, gc, fsck, stats);
+code outside `blockstore.volume` uses the methods.
+
 `open_volume(url, ...)` opens a store through `blockstore.factory.open_store` with the
 pack layer and returns a volume that owns (and closes) the stack.
 """
@@ -31,7 +42,7 @@ from blockstore.volume.blockid import BlockHasher
 from blockstore.volume.chunker import ChunkParams
 from blockstore.volume.files import FileBuilder, FileReader
 from blockstore.volume.lease import Lease
-from blockstore.volume.objects import Content
+from blockstore.volume.objects import Content, TreeEntry
 from blockstore.volume.objectstore import ObjectStore
 from blockstore.volume.snapshots import Snapshot, SnapshotStore, empty_root
 from blockstore.volume.transaction import Transaction
@@ -98,7 +109,20 @@ class Volume:
     # -- snapshots and namespaces --------------------------------------------------------
 
     def latest(self) -> Snapshot | None:
+        """The newest snapshot, or None for a store nothing was committed to yet."""
         return self.snapshots.latest()
+
+    def snapshot_ids(self) -> list[str]:
+        """Every snapshot id, oldest first (listed afresh: one LIST per 1000 snapshots)."""
+        return self.snapshots.ids()
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        """The snapshot with exactly this id.
+
+        Raises NotFoundError if it is gone (forgotten since it was listed) and
+        IntegrityError if its object is damaged.
+        """
+        return self.snapshots.load(snapshot_id)
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
         """The snapshot `snapshot_id`, or the newest one whose id starts with it."""
@@ -116,6 +140,15 @@ class Volume:
         """A fresh namespace of `snap` (an empty tree for None)."""
         root = snap.root if snap is not None else empty_root()
         return Namespace(self.objects, self.trees, root)
+
+    def tree_entries(self, tree_id: bytes) -> tuple[TreeEntry, ...]:
+        """The entries of the tree object `tree_id`, sorted by name.
+
+        Decoded once and shared through the volume's tree cache: the tuple is the
+        cache's own, so callers keep it as it is. Unlike a `Namespace`, this remembers
+        nothing per caller, which suits a reader that visits many trees (the mount).
+        """
+        return self.trees.get(self.objects, tree_id)
 
     def begin(self) -> Transaction:
         """A new transaction on the newest snapshot."""
@@ -158,12 +191,19 @@ class Volume:
     # -- file content ----------------------------------------------------------------------
 
     def new_file(self) -> FileBuilder:
+        """A builder for one new file's content (see files.py)."""
         return FileBuilder(self.objects, self.chunk_params, self.pool, md5=self.params.md5)
 
-    def reader(self, content: Content) -> FileReader:
-        return FileReader(self.objects, content)
+    def reader(self, content: Content, *, cache_blocks: int = 8) -> FileReader:
+        """A reader of `content` keeping its last `cache_blocks` blocks (see files.py)."""
+        return FileReader(self.objects, content, cache_blocks=cache_blocks)
 
     # -- figures -------------------------------------------------------------------------
+
+    def packed_bytes(self) -> int:
+        """Bytes of the packs the store holds (0 without a pack layer): what `df` shows."""
+        pack = self.pack_layer
+        return sum(info.size for info in pack.packs()) if pack is not None else 0
 
     def request_stats(self) -> dict[str, int]:
         """Backend request counters since the stack was opened (empty without a stack)."""

@@ -185,7 +185,7 @@ def _stream(volume: Volume, entry: TreeEntry, ahead: int = 8) -> Iterator[bytes]
 def cmd_snapshots(args: argparse.Namespace) -> int:
     volume = _open(args, read_only=True)
     try:
-        snaps = list(volume.snapshots.all())
+        snaps = [volume.load_snapshot(i) for i in volume.snapshot_ids()]
         if args.json:
             _print_json([{"id": s.id, "time": _when(s.time_ns), "time_ns": s.time_ns,
                           "host": s.host, "parent": s.parent, "stats": dict(s.stats)}

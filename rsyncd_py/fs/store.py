@@ -131,7 +131,7 @@ class StoreFileSystem:
     async def _snapshot_ids(self, *, refresh: bool = False) -> list[str]:
         """Snapshot ids, oldest first (one LIST, cached for the session until refreshed)."""
         if self._snapshot_ids_cache is None or refresh:
-            self._snapshot_ids_cache = await self.run(self.volume.snapshots.ids)
+            self._snapshot_ids_cache = await self.run(self.volume.snapshot_ids)
         return self._snapshot_ids_cache
 
     async def _snapshot_view(self, snapshot_id: bytes) -> Namespace | None:
@@ -142,7 +142,7 @@ class StoreFileSystem:
             known = text in await self._snapshot_ids()
             if not known and text not in await self._snapshot_ids(refresh=True):
                 return None
-            snap = await self.run(self.volume.snapshots.load, text)
+            snap = await self.run(self.volume.load_snapshot, text)
             view = self._snapshot_views[text] = self.volume.namespace(snap)
         return view
 

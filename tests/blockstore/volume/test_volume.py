@@ -210,3 +210,28 @@ def test_unencrypted_store_detects_a_flipped_byte_on_read(store: StoreHarness) -
     fresh = store.open(state="fresh-state")  # no cached copy of the good block
     with pytest.raises(IntegrityError, match="does not match its id"):
         read(fresh, b"a")
+
+
+def test_a_long_lived_reader_reads_a_snapshot_committed_after_it_opened(
+    store: StoreHarness,
+) -> None:
+    """A mount or serve process opened before another process commits (its own pack
+    index) reads the new snapshot's trees and blocks at once, through the public API."""
+    store.create()
+    reader = store.open(state="reader-state", read_only=True)
+    assert reader.snapshot_ids() == []
+    writer = store.open(state="writer-state")
+    tx = writer.begin()
+    tx.mkdir(b"d", dir_entry(b"d"))
+    put_file(tx, b"d/f", random_bytes(100_000, seed=4))
+    snap = tx.commit()
+    assert snap is not None
+    assert reader.snapshot_ids() == [snap.id]
+    loaded = reader.load_snapshot(snap.id)
+    assert loaded.root.subtree is not None
+    [directory] = reader.tree_entries(loaded.root.subtree)
+    assert directory.name == b"d" and directory.subtree is not None
+    [entry] = reader.tree_entries(directory.subtree)
+    assert entry.content is not None
+    assert reader.reader(entry.content).read(0, entry.size) == random_bytes(100_000, seed=4)
+    assert reader.packed_bytes() > 0
