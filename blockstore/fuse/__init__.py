@@ -8,6 +8,7 @@ guide. Modules, each one concept:
 - `catalog.py`: what the mount shows, read from the volume (views, directories,
   snapshots, hard-link counts, stored sizes);
 - `inodes.py`: the inode table (stable derived numbers, lookup counts, forget);
-- `reader.py`: one open file (block fetches, read-ahead, integrity check).
+- `reader.py`: one open file (block fetches, read-ahead, integrity check);
+- `xattrs.py`: the xattrs shown, ACLs as the kernel's system.posix_acl_* values.
 Needs the optional `fuse` dependencies (pyfuse3, trio); nothing else imports this.
 """

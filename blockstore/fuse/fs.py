@@ -13,6 +13,10 @@ the store runs on a worker thread through one `CapacityLimiter`, so a slow backe
 never stalls other requests and never grows the thread count without bound. The inode
 table (inodes.py) is touched only on the trio thread.
 
+Extended attributes: each entry's stored xattrs, and its ACLs as the kernel's
+`system.posix_acl_access`/`_default` values (xattrs.py). The mount enables POSIX ACLs,
+so with `default_permissions` the kernel enforces them as it did on the source.
+
 Kernel caching: everything under a snapshot is immutable, so entries, attributes and
 negative lookups there are cached for a day and open files keep their page cache
 across opens. Only `.snapshots` itself changes: its attributes and its entries time
@@ -44,6 +48,7 @@ from blockstore.backend import NotFoundError, StoreError, TransientError
 from blockstore.fuse.catalog import SNAPSHOTS_DIR_MODE, Catalog, Entries, View
 from blockstore.fuse.inodes import ROOT_INODE, SNAPSHOTS_INODE, InodeTable, Node
 from blockstore.fuse.reader import OpenFile
+from blockstore.fuse.xattrs import shown_xattrs
 from blockstore.volume import RESERVED_ROOT_NAME, Content, Snapshot, TreeEntry, Volume
 
 log = logging.getLogger(__name__)
@@ -125,6 +130,7 @@ class StoreOperations(pyfuse3.Operations):
 
     supports_dot_lookup = True
     enable_writeback_cache = False
+    enable_acl = True  # the kernel asks getxattr for ACLs and enforces them (see top)
 
     def __init__(self, volume: Volume, root_snapshot: Snapshot | None) -> None:
         super().__init__()
@@ -378,14 +384,14 @@ class StoreOperations(pyfuse3.Operations):
 
     @_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        for key, value in self._node(inode).entry.xattrs:
+        for key, value in shown_xattrs(self._node(inode).entry):
             if key == name:
                 return value
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
 
     @_handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        return [key for key, _value in self._node(inode).entry.xattrs]
+        return [key for key, _value in shown_xattrs(self._node(inode).entry)]
 
     @_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

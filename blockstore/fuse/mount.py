@@ -10,8 +10,8 @@ before returning (lazily if the mount point is still busy, so no dead mount is l
 behind), and also when the loop fails.
 
 Mount options: always read-only (`ro`: the kernel refuses writes before they reach us),
-`default_permissions` (the kernel enforces the stored modes and owners, so a 0600 file
-of the backup stays private even with `allow_other`), `nodev`/`nosuid` (device nodes
+`default_permissions` (the kernel enforces the stored modes, owners and ACLs, so a 0600
+file of the backup stays private even with `allow_other`), `nodev`/`nosuid` (device nodes
 and set-id bits are shown, never honoured), and `fsname`/`subtype` so `mount` and
 `df` name the store.
 """

@@ -2,8 +2,8 @@
 
 `import_tree(tx, volume, src)` copies a local directory into a transaction with all
 that rsync -aHX carries: types, modes, owners, ns mtimes (the root's too), symlink
-targets, device numbers, hard links (one link group) and user xattrs, and sparse
-files as holes (SEEK_DATA/SEEK_HOLE). `put_bytes` writes one file from pieces of data
+targets, device numbers, hard links (one link group), user xattrs and POSIX ACLs, and
+sparse files as holes (SEEK_DATA/SEEK_HOLE). `put_bytes` writes one file from pieces of data
 and holes. Both leave committing to the caller.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from blockstore.volume import Transaction, TreeEntry, Volume
+from rsyncd_py.fs.local_acl import read_acl
 
 CHUNK = 1 << 20
 Piece = bytes | int  # data, or the length of a hole
@@ -31,11 +32,13 @@ def entry_of(path: bytes, name: bytes, *, xattrs: bool = True) -> TreeEntry:
             for key in os.listxattr(path, follow_symlinks=False) if key.startswith("user.")
         ))  # fmt: skip
     device = stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+    link = stat.S_ISLNK(st.st_mode)
     return TreeEntry(
         name, st.st_mode, mtime_ns=st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid,
         rdev=st.st_rdev if device else 0,
-        link_target=os.readlink(path) if stat.S_ISLNK(st.st_mode) else None,
+        link_target=os.readlink(path) if link else None,
         xattrs=pairs,
+        acl=None if link else read_acl(path, is_dir=stat.S_ISDIR(st.st_mode)),
     )  # fmt: skip
 
 

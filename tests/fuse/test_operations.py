@@ -3,8 +3,8 @@
 No mount here: `StoreOperations` over a volume on a memory backend, driven on trio the
 way pyfuse3 drives it. Covers `.`/`..` lookups (the kernel answers those from its own
 caches unless the file system is exported over NFS), open flags, the read-ahead
-window under sequential, random and concurrent reads of one handle, and errors that
-must surface as FUSEError errnos.
+window under sequential, random and concurrent reads of one handle, errors that
+must surface as FUSEError errnos, and ACLs shown as the kernel's xattr values.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from blockstore.fuse import reader as reader_mod
 from blockstore.fuse.fs import StoreOperations, fuse_errno
 from blockstore.fuse.inodes import ROOT_INODE, SNAPSHOTS_INODE
 from blockstore.volume import ChunkParams, TreeEntry, Volume, VolumeParams
+from rsyncd_py.protocol import acl_blob
 from tests.fuse.builders import put_bytes
 
 DATA = random.Random(5).randbytes(600_000)  # ~150 blocks of ~4 KiB
@@ -159,5 +160,55 @@ def test_store_errors_become_errnos() -> None:
             else:
                 assert data == CONTENT[offset : offset + 131072]
         assert failures == {errno.EIO}
+
+    _run(volume, scenario)
+
+
+def test_acls_show_as_the_kernel_values_acl_blob_defines() -> None:
+    """xattrs.py reads Stat.acl on its own (blockstore may not import rsyncd_py): it must
+    give exactly the values rsyncd_py/protocol/acl_blob.py gives for the same blob."""
+    user, group = acl_blob.ACL_UNDEFINED_ID, 1000
+    access = acl_blob.pack_posix_acl([
+        (acl_blob.ACL_USER_OBJ, 7, user), (acl_blob.ACL_USER, 6, group),
+        (acl_blob.ACL_GROUP_OBJ, 5, user), (acl_blob.ACL_MASK, 6, user),
+        (acl_blob.ACL_OTHER, 1, user),
+    ])  # fmt: skip
+    no_mask = acl_blob.pack_posix_acl([
+        (acl_blob.ACL_USER_OBJ, 6, user), (acl_blob.ACL_GROUP_OBJ, 4, user),
+        (acl_blob.ACL_GROUP, 2, group), (acl_blob.ACL_OTHER, 0, user),
+    ])  # fmt: skip
+    cases = {
+        b"masked": (stat.S_IFREG | 0o640, acl_blob.pack_acl_blob(access, None)),
+        b"unmasked": (stat.S_IFREG | 0o754, acl_blob.pack_acl_blob(no_mask, None)),
+        b"dir": (stat.S_IFDIR | 0o750, acl_blob.pack_acl_blob(access, access)),
+        b"default-only": (stat.S_IFDIR | 0o700, acl_blob.pack_acl_blob(None, access)),
+        b"plain": (stat.S_IFREG | 0o600, None),
+        b"bad": (stat.S_IFREG | 0o600, b"\x08\x00\x00\x00" + bytes(8)),
+    }
+    volume = Volume(MemoryBackend())
+    tx = volume.begin()
+    for name, (mode, acl) in cases.items():
+        entry = TreeEntry(name, mode, acl=acl, xattrs=((b"user.z", b"last"),))
+        if stat.S_ISDIR(mode):
+            tx.mkdir(name, entry)
+        else:
+            put_bytes(tx, volume, name, entry, [b"x"])
+    tx.commit()
+
+    async def scenario(ops: StoreOperations) -> None:
+        for name, (mode, acl) in cases.items():
+            if name == b"bad":
+                continue
+            ino = await _ino(ops, name)
+            access_value, default_value = acl_blob.acl_xattrs(acl, mode)
+            want = {acl_blob.ACCESS_XATTR: access_value, acl_blob.DEFAULT_XATTR: default_value}
+            want = {key: value for key, value in want.items() if value is not None}
+            want[b"user.z"] = b"last"
+            assert await ops.listxattr(ino, None) == sorted(want), name  # type: ignore[arg-type]
+            for key, value in want.items():
+                assert await ops.getxattr(ino, key, None) == value, (name, key)  # type: ignore[arg-type]
+        with pytest.raises(pyfuse3.FUSEError) as damaged:
+            await ops.getxattr(await _ino(ops, b"bad"), b"user.z", None)  # type: ignore[arg-type]
+        assert damaged.value.errno == errno.EIO
 
     _run(volume, scenario)

@@ -5,8 +5,9 @@ tests/helpers/trees.py plus a sparse file, a file of hundreds of small blocks wh
 block list lives in list objects, and user xattrs) and "new" (some files changed,
 removed and added). The mount must show "new" at the root and both under
 `.snapshots/`, each equal to the source tree it was made from: content, types, modes,
-owners, ns mtimes, symlinks, devices, fifos, hard links (one inode, nlink 2) and
-xattrs; sparse files must be sparse for `du`; writes must fail with EROFS.
+owners, ns mtimes, symlinks, devices, fifos, hard links (one inode, nlink 2), xattrs
+and POSIX ACLs (as getfacl shows them); sparse files must be sparse for `du`; writes
+must fail with EROFS.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import pwd
 import random
 import stat
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -57,6 +60,9 @@ def _add_extras(src: Path) -> None:
     os.setxattr(src / "size-700", "user.comment", b"seven hundred")
     os.setxattr(src / "size-700", "user.binary", bytes(range(256)))
     os.setxattr(src / "dir", "user.on-a-dir", b"")
+    for acl in (["-m", "u:nobody:rw,g:daemon:r", "size-700"],
+                ["-m", "u:nobody:rx,d:u:nobody:rwx,d:g::r", "dir"]):
+        subprocess.run(["setfacl", *acl], cwd=src, check=True)
 
 
 def _change(src: Path) -> None:
@@ -178,12 +184,15 @@ def test_random_and_concurrent_reads(history: History) -> None:
         assert hashlib.sha256(f.read()).digest() == hashlib.sha256(source).digest()
 
 
-def test_xattrs_are_shown_read_only(history: History) -> None:
+def test_xattrs_and_acls_are_shown_read_only(history: History) -> None:
     root = history.mount.path
     for rel in ("size-700", "dir", "size-0"):
         want = {n: os.getxattr(history.src / rel, n) for n in os.listxattr(history.src / rel)}
         got = {n: os.getxattr(root / rel, n) for n in os.listxattr(root / rel)}
         assert got == want
+        assert _getfacl(root / rel) == _getfacl(history.src / rel)
+    assert "system.posix_acl_default" in os.listxattr(root / "dir")
+    assert f"user:{pwd.getpwnam('nobody').pw_uid}:rw-" in _getfacl(root / "size-700")
     assert os.getxattr(root / "size-700", "user.binary") == bytes(range(256))
     with pytest.raises(OSError) as missing:
         os.getxattr(root / "size-700", "user.nothing")
@@ -191,6 +200,11 @@ def test_xattrs_are_shown_read_only(history: History) -> None:
     with pytest.raises(OSError) as refused:
         os.setxattr(root / "size-700", "user.comment", b"changed")
     assert refused.value.errno == errno.EROFS
+
+
+def _getfacl(path: Path) -> str:
+    return subprocess.run(["getfacl", "-n", "--omit-header", path], capture_output=True,
+                          text=True, check=True).stdout
 
 
 def _attempts(top: Path) -> dict[str, object]:
