@@ -87,6 +87,8 @@ class Transaction:
         # runs waits for it rather than landing in a namespace about to be replaced
         self._mutex = threading.RLock()
         self._requests_at_start = volume.request_stats()
+        # hard-link groups whose metadata this transaction set (link group -> change)
+        self._group_changes: dict[int, Callable[[TreeEntry], TreeEntry]] = {}
         self.closed = False
 
     # -- reading -----------------------------------------------------------------------
@@ -137,11 +139,15 @@ class Transaction:
 
     @_exclusive
     def link(self, path: bytes, existing_path: bytes) -> None:
-        """Make `path` a hard link to the regular file at `existing_path`."""
+        """Make `path` a hard link to the non-directory at `existing_path`.
+
+        Like Linux, anything but a directory can be linked: files, symlinks, devices,
+        fifos and sockets.
+        """
         existing = self.ns.lookup(existing_path)
         if existing is None:
             raise NamespaceError(errno.ENOENT, "No such file or directory", existing_path)
-        if not existing.is_file():
+        if existing.is_dir():
             raise NamespaceError(errno.EPERM, "Operation not permitted", existing_path)
         self._check_parent(path)
         current = self.ns.lookup(path)
@@ -157,15 +163,16 @@ class Transaction:
         """Set permissions, ownership, times, xattrs and ACL from `entry`.
 
         The entry's type, content, symlink target and device number stay as they are.
+        A hard link's metadata is its inode's: every member of its group gets it (those
+        in directories this transaction reads later too).
         """
         current = self._existing(path)
-        mode = (current.mode & ~0o7777) | (entry.mode & 0o7777)
-        updated = replace(
-            current, mode=mode, mtime_ns=entry.mtime_ns, uid=entry.uid, gid=entry.gid,
-            user=entry.user, group=entry.group, atime_ns=entry.atime_ns,
-            crtime_ns=entry.crtime_ns, xattrs=entry.xattrs, acl=entry.acl,
-        )  # fmt: skip
-        self.ns.put(path, updated)
+        change = functools.partial(_with_meta, entry)
+        if current.link_group is None:
+            self.ns.put(path, change(current))
+            return
+        self._group_changes[current.link_group] = change
+        self.ns.update_group(current.link_group, change)
 
     @_exclusive
     def rename(self, old: bytes, new: bytes) -> None:
@@ -258,6 +265,8 @@ class Transaction:
         """
         if snap is not None and (self.base is None or snap.id != self.base.id):
             self.ns = self.volume.namespace(snap)
+            for group, change in self._group_changes.items():
+                self.ns.update_group(group, change)  # members not yet loaded get it too
         self.base = snap
         self._base_root = snap.root if snap is not None else empty_root()
         with self._lock:
@@ -326,6 +335,15 @@ class Transaction:
         if entry is None:
             raise NamespaceError(errno.ENOENT, "No such file or directory", path)
         return entry
+
+
+def _with_meta(meta: TreeEntry, current: TreeEntry) -> TreeEntry:
+    """`current` with the permissions, owner, times, xattrs and ACL of `meta`."""
+    return replace(
+        current, mode=(current.mode & ~0o7777) | (meta.mode & 0o7777), mtime_ns=meta.mtime_ns,
+        uid=meta.uid, gid=meta.gid, user=meta.user, group=meta.group, atime_ns=meta.atime_ns,
+        crtime_ns=meta.crtime_ns, xattrs=meta.xattrs, acl=meta.acl,
+    )  # fmt: skip
 
 
 __all__ = ["NEEDS_IO", "RESERVED_ROOT_NAME", "MissingObjectsError", "Transaction"]

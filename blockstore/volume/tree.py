@@ -12,6 +12,13 @@ equal to `base_tree`), *dirty* (changed since; `base_tree` still names what it w
 loaded from, which is what a rebase diffs against). A new directory is dirty with
 `base_tree = None`.
 
+Hard links: the members of a link group are separate entries carrying the same
+`link_group`. The namespace indexes where the members in its loaded directories are,
+and `update_group` changes all of them -- those loaded now and, as the walk goes on,
+those in directories loaded later -- so a member never shows another's old metadata
+(one inode on a real file system). Members in directories this namespace never loads
+keep what they had.
+
 Concurrency: one lock guards the node graph. Tree objects are fetched *outside* the
 lock and installed under it if still needed, and `write` encodes under the lock but
 uploads after releasing it, so a slow request never blocks callers that only touch
@@ -103,6 +110,12 @@ class Namespace:
         self.root_entry = root
         self.root = DirNode(root.subtree)
         self.lock = threading.RLock()
+        # link group -> paths of its members among the loaded directories (may hold
+        # stale paths: `link_members` checks them); None after a directory move, until
+        # rebuilt from the loaded nodes
+        self._link_paths: dict[int, set[bytes]] | None = {}
+        # link group -> the change every member gets, including members loaded later
+        self._group_changes: dict[int, Callable[[TreeEntry], TreeEntry]] = {}
 
     # -- reading ---------------------------------------------------------------------
 
@@ -117,7 +130,7 @@ class Namespace:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 return None
             raise
-        entries = self._entries(node)
+        entries = self._entries(node, parts[:-1])
         with self.lock:
             return entries.get(parts[-1])
 
@@ -131,8 +144,8 @@ class Namespace:
 
     def listdir(self, path: bytes) -> list[TreeEntry]:
         """The entries of directory `path`, sorted by name."""
-        node = self._node_at(split_path(path))
-        entries = self._entries(node)
+        parts = split_path(path)
+        entries = self._entries(self._node_at(parts), parts)
         with self.lock:
             return sorted(entries.values(), key=_name)
 
@@ -150,7 +163,7 @@ class Namespace:
                 self.root_entry = replace(entry, name=b"", subtree=self.root_entry.subtree)
                 self.root.dirty = True
             return
-        self._mutate(parts, lambda node, name: self._set(node, name, entry))
+        self._mutate(parts, lambda node, name: self._set(node, name, entry, path))
 
     def update_root(self, entry: TreeEntry) -> None:
         """Replace the root entry's metadata (keeps the tree)."""
@@ -168,6 +181,7 @@ class Namespace:
             if entry is None:
                 raise NamespaceError(errno.ENOENT, "No such file or directory", path)
             node.children.pop(name, None)
+            self._index_link(entry, None, path)
             return entry
 
         return self._mutate(parts, pop)
@@ -176,19 +190,55 @@ class Namespace:
         """Move the entry at `old` (with any unwritten changes below it) to `new`."""
         old_parts, new_parts = split_path(old), split_path(new)
         new_parent = self._node_at(new_parts[:-1])
-        self._entries(new_parent)
         old_parent = self._node_at(old_parts[:-1])
-        self._entries(old_parent)
         with self.lock:
             assert old_parent.entries is not None and new_parent.entries is not None
             entry = old_parent.entries.pop(old_parts[-1])
             child = old_parent.children.pop(old_parts[-1], None)
+            replaced = new_parent.entries.get(new_parts[-1])
             new_parent.entries[new_parts[-1]] = entry.renamed(new_parts[-1])
             new_parent.children.pop(new_parts[-1], None)
             if child is not None:
                 new_parent.children[new_parts[-1]] = child
             self._mark_dirty(old_parts[:-1])
             self._mark_dirty(new_parts[:-1])
+            if entry.is_dir():
+                self._link_paths = None  # members below moved: rebuild when asked
+            else:
+                self._index_link(replaced, None, new)
+                self._index_link(entry, None, old)
+                self._index_link(None, entry, new)
+
+    # -- hard links --------------------------------------------------------------------
+
+    def link_members(self, group: int) -> list[bytes]:
+        """Paths of the members of link `group` in the loaded directories."""
+        with self.lock:
+            if self._link_paths is None:
+                self._link_paths = {}
+                self._index_loaded(self.root, [])
+            found = []
+            for path in sorted(self._link_paths.get(group, ())):
+                try:
+                    entry = self._lookup_loaded(split_path(path))
+                except _NeedsIO:
+                    entry = None
+                if entry is not None and entry.link_group == group and not entry.is_dir():
+                    found.append(path)
+            self._link_paths[group] = set(found)
+            return found
+
+    def update_group(self, group: int, change: Callable[[TreeEntry], TreeEntry]) -> None:
+        """Apply `change` to every member of link `group`, now and when more load.
+
+        `change` must be idempotent (it sets metadata): a member may see it again.
+        """
+        with self.lock:
+            self._group_changes[group] = change
+            for path in self.link_members(group):
+                entry = self.lookup(path)
+                assert entry is not None
+                self.put(path, change(entry))
 
     # -- writing ---------------------------------------------------------------------
 
@@ -243,8 +293,8 @@ class Namespace:
 
     # -- internals -------------------------------------------------------------------
 
-    def _entries(self, node: DirNode) -> dict[bytes, TreeEntry]:
-        """Load `node` if needed (fetching outside the lock) and return its entries."""
+    def _entries(self, node: DirNode, parts: list[bytes]) -> dict[bytes, TreeEntry]:
+        """Load `node` (at `parts`) if needed, fetching outside the lock; its entries."""
         entries = node.entries
         if entries is not None:
             return entries
@@ -253,10 +303,46 @@ class Namespace:
         with self.lock:
             if node.entries is None:
                 node.entries = {entry.name: entry for entry in loaded}
+                self._loaded_links(node, parts)
             return node.entries
 
+    def _loaded_links(self, node: DirNode, parts: list[bytes]) -> None:
+        """Index a just loaded node's hard links and give them their group's changes."""
+        assert node.entries is not None
+        linked = [e for e in node.entries.values() if e.link_group is not None and not e.is_dir()]
+        changed = False
+        for entry in linked:
+            path = b"/".join([*parts, entry.name])
+            self._index_link(None, entry, path)
+            change = self._group_changes.get(entry.link_group)  # type: ignore[arg-type]
+            if change is not None and (updated := change(entry)) != entry:
+                node.entries[entry.name] = updated
+                changed = True
+        if changed:
+            self._mark_dirty(parts)
+
+    def _index_loaded(self, node: DirNode, parts: list[bytes]) -> None:
+        """Rebuild the link index from every loaded node below `node`."""
+        if node.entries is None:
+            return
+        for entry in node.entries.values():
+            if entry.link_group is not None and not entry.is_dir():
+                self._index_link(None, entry, b"/".join([*parts, entry.name]))
+        for name, child in node.children.items():
+            self._index_loaded(child, [*parts, name])
+
+    def _index_link(self, old: TreeEntry | None, new: TreeEntry | None, path: bytes) -> None:
+        """Keep the link index right when the entry at `path` goes from `old` to `new`."""
+        index = self._link_paths
+        if index is None:
+            return
+        if old is not None and old.link_group is not None:
+            index.get(old.link_group, set()).discard(path)
+        if new is not None and new.link_group is not None and not new.is_dir():
+            index.setdefault(new.link_group, set()).add(path)
+
     def _child(self, node: DirNode, name: bytes, path: list[bytes]) -> DirNode:
-        entries = self._entries(node)
+        entries = self._entries(node, path[:-1])
         with self.lock:
             child = node.children.get(name)
             if child is not None:
@@ -273,7 +359,7 @@ class Namespace:
         node = self.root
         for depth, name in enumerate(parts):
             node = self._child(node, name, parts[: depth + 1])
-        self._entries(node)
+        self._entries(node, parts)
         return node
 
     def _lookup_loaded(self, parts: list[bytes]) -> TreeEntry | None:
@@ -303,12 +389,24 @@ class Namespace:
             self._mark_dirty(parts[:-1])
             return result
 
-    def _set(self, node: DirNode, name: bytes, entry: TreeEntry) -> None:
+    def _set(self, node: DirNode, name: bytes, entry: TreeEntry, path: bytes) -> None:
         assert node.entries is not None
+        old = node.entries.get(name)
         node.entries[name] = entry.renamed(name) if entry.name != name else entry
-        node.children.pop(name, None)
-        if entry.is_dir() and entry.subtree is None:
-            node.children[name] = DirNode(None, new=True)
+        loaded = node.children.pop(name, None)
+        if entry.is_dir():
+            if (
+                loaded is not None
+                and old is not None
+                and old.is_dir()
+                and entry.subtree == old.subtree
+            ):
+                # the same directory with new metadata: its loaded contents, and any
+                # change made below it, stay (reloading `subtree` would undo them)
+                node.children[name] = loaded
+            elif entry.subtree is None:
+                node.children[name] = DirNode(None, new=True)
+        self._index_link(old, entry, path)
 
     def _mark_dirty(self, parts: list[bytes]) -> None:
         node = self.root

@@ -205,16 +205,7 @@ def test_push_then_update(flags: str, rsync_harness: RsyncHarness) -> None:
     _push_then_update(h, flags, [h.oracle(), h.rsyncd_root(), h.rsyncd_store()])
 
 
-STORE_LINKS = (
-    "store: set_stat on one hard link does not reach the other members of its group "
-    "(blockstore Transaction.set_meta updates one entry, so hard2 keeps the old xattr)"
-)
-
-
-@pytest.mark.parametrize(
-    "target",
-    ["root", pytest.param("store", marks=pytest.mark.xfail(strict=True, reason=STORE_LINKS))],
-)
+@pytest.mark.parametrize("target", ["root", "store"])
 def test_hard_links_share_changed_xattrs(target: str, rsync_harness: RsyncHarness) -> None:
     h = rsync_harness
     ours = h.rsyncd_root() if target == "root" else h.rsyncd_store()
