@@ -39,7 +39,7 @@ class Scenario:
     kind: str  # "push" | "pull"
     local: str  # a data set directory (push source)
     remote: str  # the path on the server
-    expect: str  # the data set whose content must end up on the receiving side
+    expect: str  # push: the data set the server then holds; pull: what it should hold
     basis: bool = False  # pull: start from the original big file as a basis
     title: str = ""
 
@@ -111,10 +111,14 @@ class Runner:
     rsync: str = field(default_factory=lambda: shutil.which("rsync") or "rsync")
     progress: Callable[[str], None] = print
     profiler: Profiler | None = None  # --profile: py-spy on servers with one process
+    # (system, remote path) -> the data set its last successful push left there, so a
+    # pull is checked against what the server really holds when scenarios are skipped
+    held: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def run(self, selected: list[Scenario], reps: int) -> list[RunResult]:
         results: list[RunResult] = []
         for rep in range(reps):
+            self.held.clear()
             for system in self.systems:
                 system.start()
                 self._warm_up(system)
@@ -166,8 +170,13 @@ class Runner:
             tail = " | ".join(done.stderr.strip().splitlines()[-3:])
             result.error = f"rsync exit {done.returncode}: {tail}"
             return result
-        problem = (self._check_push(system, scenario) if scenario.kind == "push"
-                   else self._check_pull(scenario, Path(target)))  # fmt: skip
+        if scenario.kind == "push":
+            problem = self._check_push(system, scenario)
+            if problem is None:
+                self.held[system.name, scenario.remote] = scenario.expect
+        else:
+            expect = self.held.get((system.name, scenario.remote), scenario.expect)
+            problem = self._check_pull(expect, Path(target))
         result.verified = problem is None
         result.ok = problem is None
         result.error = problem or ""
@@ -219,9 +228,9 @@ class Runner:
             return f"{len(differing)} item(s) differ after the push, e.g. {differing[0]!r}"
         return None
 
-    def _check_pull(self, scenario: Scenario, local: Path) -> str | None:
-        """What arrived must equal the expected data set, file for file."""
-        expected = self.sets.root / scenario.expect
+    def _check_pull(self, expect: str, local: Path) -> str | None:
+        """What arrived must equal data set `expect`, file for file."""
+        expected = self.sets.root / expect
         for path in sorted(p for p in expected.rglob("*") if p.is_file()):
             got = local / path.relative_to(expected)
             if not got.is_file():
