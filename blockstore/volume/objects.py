@@ -18,7 +18,8 @@ an empty directory). Hard links share a `link_group` number and carry the same c
 from __future__ import annotations
 
 import stat as stat_mod
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -53,12 +54,38 @@ class Content:
 EMPTY_CONTENT = Content(0)
 
 
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
-    """One directory entry: name, metadata, and a file's content or a directory's tree."""
+class FileType:
+    """The file-type questions an entry with a `mode` (S_IFMT bits included) answers."""
 
-    name: bytes
+    __slots__ = ()
     mode: int
+
+    @property
+    def kind(self) -> int:
+        """The S_IFMT part of `mode`."""
+        return stat_mod.S_IFMT(self.mode)
+
+    def is_dir(self) -> bool:
+        return stat_mod.S_ISDIR(self.mode)
+
+    def is_file(self) -> bool:
+        return stat_mod.S_ISREG(self.mode)
+
+    def is_symlink(self) -> bool:
+        return stat_mod.S_ISLNK(self.mode)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryAttrs(FileType):
+    """What rsync transfers about an entry besides its name, mode, size and content.
+
+    Shared by the volume's `TreeEntry` and rsyncd_py's `Stat` (the FileSystem
+    contract), so the two describe an entry with the same fields and one becomes the
+    other through `attrs()`. `xattrs` is sorted by name; `acl` is rsyncd-py's opaque
+    `Stat.acl` blob. Subclasses declare `mode` themselves, where their positional
+    arguments want it; these fields are keyword-only.
+    """
+
     mtime_ns: int = 0
     uid: int = 0
     gid: int = 0
@@ -68,17 +95,30 @@ class TreeEntry:
     link_target: bytes | None = None
     atime_ns: int | None = None
     crtime_ns: int | None = None
-    link_group: int | None = None
-    xattrs: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
     acl: bytes | None = None
+
+    def attrs(self) -> dict[str, Any]:
+        """These attributes by field name (keyword arguments for another kind of entry)."""
+        return {name: getattr(self, name) for name in ATTR_NAMES}
+
+
+ATTR_NAMES = tuple(f.name for f in fields(EntryAttrs))
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry(EntryAttrs):
+    """One directory entry: name, mode, attributes, and a file's content or a tree.
+
+    Constructed as ``TreeEntry(name, mode, **attributes)``.
+    """
+
+    name: bytes
+    mode: int
+    _: KW_ONLY
+    link_group: int | None = None
     subtree: bytes | None = None
     content: Content | None = None
-
-    def is_dir(self) -> bool:
-        return stat_mod.S_ISDIR(self.mode)
-
-    def is_file(self) -> bool:
-        return stat_mod.S_ISREG(self.mode)
 
     @property
     def size(self) -> int:
@@ -191,8 +231,9 @@ def decode_entry(d: Decoder, *, root: bool = False) -> TreeEntry:
     if (not name and not root) or b"/" in name or b"\0" in name:
         raise d.error(f"invalid entry name {name!r}")
     return TreeEntry(
-        name, mode, mtime, uid, gid, user, group, rdev, target, atime, crtime,
-        link_group, xattrs, acl, subtree, content,
+        name, mode, mtime_ns=mtime, uid=uid, gid=gid, user=user, group=group, rdev=rdev,
+        link_target=target, atime_ns=atime, crtime_ns=crtime, link_group=link_group,
+        xattrs=xattrs, acl=acl, subtree=subtree, content=content,
     )  # fmt: skip
 
 

@@ -25,10 +25,11 @@ half-written file visible.
 from __future__ import annotations
 
 import errno as errno_mod
-import stat as stat_mod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
+
+from blockstore.volume.objects import EntryAttrs
 
 
 class FsError(OSError):
@@ -48,48 +49,27 @@ class FsError(OSError):
 
 
 @dataclass(frozen=True, slots=True)
-class Stat:
+class Stat(EntryAttrs):
     """Everything rsync can transfer about one entry (struct stat plus extras).
 
-    `mode` carries the file-type bits (S_IFREG, S_IFDIR, ...). `size` is the content
-    length for regular files and 0 for everything else. `user`/`group` are the owner
-    names when known (rsync maps ids by name unless --numeric-ids). `rdev` is
-    `os.makedev(major, minor)` for devices. `link_target` is set for symlinks only.
-    `link_key` identifies the inode for hard links: entries of one file system with the
-    same non-None `link_key` are hard links to each other. `xattrs` is sorted by name.
-    `acl` is an opaque, implementation-neutral encoding of the access and default ACLs
+    Constructed as ``Stat(mode, size, **attributes)``; the attribute fields (times,
+    owner, rdev, symlink target, xattrs, ACL) are the store's tree entries' own
+    (`blockstore.volume.objects.EntryAttrs`). `mode` carries the file-type bits
+    (S_IFREG, S_IFDIR, ...). `size` is the content length for regular files and 0 for
+    everything else. `user`/`group` are the owner names when known (rsync maps ids by
+    name unless --numeric-ids). `rdev` is `os.makedev(major, minor)` for devices.
+    `link_target` is set for symlinks only. `link_key` identifies the inode for hard
+    links: entries of one file system with the same non-None `link_key` are hard
+    links to each other. `xattrs` is sorted by name. `acl` is an opaque,
+    implementation-neutral encoding of the access and default ACLs
     (rsyncd_py/protocol/acl_blob.py: the Linux system.posix_acl_* xattr values, with
     the permissions the mode carries left to the mode) or None.
     """
 
     mode: int
     size: int = 0
-    mtime_ns: int = 0
-    uid: int = 0
-    gid: int = 0
-    user: bytes | None = None
-    group: bytes | None = None
-    rdev: int = 0
-    link_target: bytes | None = None
-    atime_ns: int | None = None
-    crtime_ns: int | None = None
+    _: KW_ONLY
     link_key: object | None = None
-    xattrs: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
-    acl: bytes | None = None
-
-    @property
-    def kind(self) -> int:
-        """The S_IFMT part of `mode`."""
-        return stat_mod.S_IFMT(self.mode)
-
-    def is_dir(self) -> bool:
-        return stat_mod.S_ISDIR(self.mode)
-
-    def is_file(self) -> bool:
-        return stat_mod.S_ISREG(self.mode)
-
-    def is_symlink(self) -> bool:
-        return stat_mod.S_ISLNK(self.mode)
 
 
 class FileReader(Protocol):

@@ -69,22 +69,15 @@ def _path_of(args: tuple[Any, ...], index: int) -> bytes:
 
 def to_stat(entry: TreeEntry) -> Stat:
     """The rsync-facing `Stat` of a tree entry."""
-    return Stat(
-        mode=entry.mode, size=entry.size, mtime_ns=entry.mtime_ns, uid=entry.uid,
-        gid=entry.gid, user=entry.user, group=entry.group, rdev=entry.rdev,
-        link_target=entry.link_target, atime_ns=entry.atime_ns, crtime_ns=entry.crtime_ns,
-        link_key=("store", entry.link_group) if entry.link_group is not None else None,
-        xattrs=entry.xattrs, acl=entry.acl,
-    )  # fmt: skip
+    link_key = ("store", entry.link_group) if entry.link_group is not None else None
+    return Stat(entry.mode, entry.size, link_key=link_key, **entry.attrs())
 
 
 def to_entry(name: bytes, st: Stat) -> TreeEntry:
     """The tree entry (without content) for `st`."""
-    return TreeEntry(
-        name=name, mode=st.mode, mtime_ns=st.mtime_ns, uid=st.uid, gid=st.gid,
-        user=st.user, group=st.group, rdev=st.rdev, link_target=st.link_target,
-        atime_ns=st.atime_ns, crtime_ns=st.crtime_ns, xattrs=tuple(st.xattrs), acl=st.acl,
-    )  # fmt: skip
+    attrs = st.attrs()
+    attrs["xattrs"] = tuple(st.xattrs)  # a role may hand a list; entries compare as tuples
+    return TreeEntry(name, st.mode, **attrs)
 
 
 def check_path(path: bytes) -> list[bytes]:

@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Coroutine, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -87,11 +88,7 @@ def _file(mode: int, **extra: object) -> Stat:
 async def _make(fs: FileSystem, path: bytes, st: Stat) -> None:
     writer = await fs.create(path)
     await writer.write(b"data")
-    await writer.commit(Stat(**{**_fields(st), "size": 4}))
-
-
-def _fields(st: Stat) -> dict:
-    return {name: getattr(st, name) for name in Stat.__slots__}  # type: ignore[attr-defined]
+    await writer.commit(replace(st, size=4))
 
 
 def test_set_read_change_remove(provider: FsProvider) -> None:
