@@ -175,7 +175,11 @@ class _Session:
         client_info = opts.client_info
         compat_flags = 0
         if protocol >= 30:
-            compat_flags = handshake.compat_flags_for(client_info, symlink_times=True)
+            compat_flags = handshake.compat_flags_for(
+                client_info,
+                symlink_times=True,
+                inc_recurse=opts.server_allows_inc_recurse() and not opts.am_sender,
+            )
             wire.write(handshake.pack_compat_flags(compat_flags, client_info))
         negotiating = protocol >= 30 and bool(compat_flags & 0x80)
 

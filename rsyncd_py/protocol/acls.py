@@ -248,14 +248,18 @@ class AclReceiver:
         pending.append((received, racl))
         return len(received)  # an entry adds at most one ACL to each list
 
-    def map_ids(self, map_id: Callable[[bool, int, bytes | None], int]) -> None:
+    def map_ids(
+        self, map_id: Callable[[bool, int, bytes | None], int], *, start: tuple[int, int] = (0, 0)
+    ) -> None:
         """acls.c match_acl_ids: give every named entry its local id.
 
         `map_id(is_user, id, inline_name)` returns the local id (uidlist.c match_uid /
-        match_gid, or recv_user_name for a name sent inline).
+        match_gid, or recv_user_name for a name sent inline). `start` skips the access
+        and default ACLs mapped before (an incremental list maps only its new ones).
         """
-        for acls in (self.access, self.default):
-            for i, racl in enumerate(acls):
+        for acls, first in ((self.access, start[0]), (self.default, start[1])):
+            for i in range(first, len(acls)):
+                racl = acls[i]
                 if racl.names:
                     names = tuple(
                         replace(ida, id=map_id(ida.is_user, ida.id, ida.name)) for ida in racl.names

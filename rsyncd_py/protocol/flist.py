@@ -103,6 +103,15 @@ class FlistDecoder:
         if options.preserve_xattrs:
             self.xattrs = xattrs or XattrReceiver(level=options.preserve_xattrs)
 
+    def start_list(self, ndx_start: int) -> None:
+        """Begin the next list of an incremental session (its entries start empty).
+
+        The "same as the previous entry" state carries on: rsync's recv_file_entry
+        keeps it in statics across every list of the session.
+        """
+        self.ndx_start = ndx_start
+        self.entries = []
+
     def read(self, cur: Cursor) -> FileEntry | ListEnd:
         """Decode the next entry or the end marker; the entry is appended to `entries`."""
         opts = self.options

@@ -74,9 +74,22 @@ class FlistEncoder:
         self._prev = Previous()
         self._count = 0
         self._hlink_firsts: dict[object, int] = {}
+        self._seen_ids: set[tuple[bool, int]] = set()  # uidlist.c's uidlist and gidlist
         # the session's ACL and xattr lists (-A, -X), shared with later incremental lists
         self.acls = (acls or AclSender()) if options.preserve_acls else None
         self.xattrs = (xattrs or XattrSender()) if options.preserve_xattrs else None
+
+    def first_sight(self, is_user: bool, ident: int) -> bool:
+        """uidlist.c add_uid/add_gid: True the first time the session names this id.
+
+        With incremental recursion a name travels inline only then; the ACL encoder's
+        `add_name` should ask here too, as rsync's ACL code shares the same lists.
+        """
+        key = (is_user, ident)
+        if key in self._seen_ids:
+            return False
+        self._seen_ids.add(key)
+        return True
 
     def encode(
         self,
@@ -167,13 +180,15 @@ class FlistEncoder:
             xflags |= XMIT_SAME_UID
         else:
             prev.uid = uid
-            if opts.inc_recurse and not opts.numeric_ids and entry.user:
+            named = not opts.numeric_ids and self.first_sight(True, uid)
+            if opts.inc_recurse and named and entry.user:
                 xflags |= XMIT_USER_NAME_FOLLOWS
         if not opts.preserve_gid or (gid == prev.gid and prev.name):
             xflags |= XMIT_SAME_GID
         else:
             prev.gid = gid
-            if opts.inc_recurse and not opts.numeric_ids and entry.group:
+            named = not opts.numeric_ids and self.first_sight(False, gid)
+            if opts.inc_recurse and named and entry.group:
                 xflags |= XMIT_GROUP_NAME_FOLLOWS
         if entry.mtime == prev.mtime:
             xflags |= XMIT_SAME_TIME

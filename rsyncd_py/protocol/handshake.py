@@ -126,13 +126,18 @@ _CAPABILITY_FLAGS = {
 }
 
 
-def compat_flags_for(client_info: str | None, *, symlink_times: bool) -> int:
+def compat_flags_for(
+    client_info: str | None, *, symlink_times: bool, inc_recurse: bool = False
+) -> int:
     """compat.c setup_protocol (server): the flags to send for the client's `-e` string.
 
-    Incremental recursion is always declined (bit 0 clear): the client then sends one
-    complete file list.
+    `inc_recurse` is compat.c's allow_inc_recurse (`ServerOptions.server_allows_inc_recurse`,
+    which also checks the client's 'i'); without it bit 0 stays clear and the client sends
+    or expects one complete file list.
     """
-    flags = CF_SYMLINK_TIMES if symlink_times else 0
+    flags = CF_INC_RECURSE if inc_recurse else 0
+    if symlink_times:
+        flags |= CF_SYMLINK_TIMES
     capabilities = _capabilities(client_info or "")
     for letter, bit in _CAPABILITY_FLAGS.items():
         if letter in capabilities:

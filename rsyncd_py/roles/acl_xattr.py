@@ -92,8 +92,17 @@ def new_receivers(opts: ServerOptions) -> tuple[AclReceiver | None, XattrReceive
     return acls, xattrs
 
 
-def map_acl_ids(acls: AclReceiver, users: dict[int, bytes], groups: dict[int, bytes]) -> None:
-    """uidlist.c recv_id_list's match_acl_ids: the sender's ids, mapped by name."""
+def map_acl_ids(
+    acls: AclReceiver,
+    users: dict[int, bytes],
+    groups: dict[int, bytes],
+    *,
+    start: tuple[int, int] = (0, 0),
+) -> None:
+    """uidlist.c recv_id_list's match_acl_ids: the sender's ids, mapped by name.
+
+    `start`: the (access, default) ACLs already mapped, which are left alone.
+    """
 
     def local_id(is_user: bool, ident: int, inline: bytes | None) -> int:
         name = inline or (users if is_user else groups).get(ident)
@@ -105,7 +114,7 @@ def map_acl_ids(acls: AclReceiver, users: dict[int, bytes], groups: dict[int, by
         except KeyError:
             return ident
 
-    acls.map_ids(local_id)
+    acls.map_ids(local_id, start=start)
 
 
 # --- the receiving side (push) ----------------------------------------------------------

@@ -9,6 +9,12 @@ counted for NDX_DEL_STATS; in a dry run nothing is removed but everything is rep
 Safety rules kept from rsync: nothing is deleted once the sender reported an I/O error
 (unless --ignore-errors); --max-delete stops deleting and makes the exit code 25; a
 removal that fails is an ERROR_XFER (exit 23), never fatal.
+
+Which names a directory should keep: with one complete file list, its entries below
+that directory (`_wanted`, built from the list on first use); with incremental
+recursion, the names of the directory's own list, which the generator passes in. With
+--delete-delay and incremental recursion, what `delete_in_dir` finds is only remembered
+and removed after the transfer (`delete_delayed`, generator.c do_delayed_deletions).
 """
 
 from __future__ import annotations
@@ -51,12 +57,9 @@ class Deleter:
         self.backups = Backups(t)
         self._warned_io_error = False
         self._filter_dirs: list[bytes] = []  # directories entered in the FilterSet
-        # names each directory of the file list should contain (rsync's flist_find)
-        self._wanted: dict[bytes, set[bytes]] = {}
-        for entry in t.entries:
-            if entry.active and entry.name != b".":
-                parent, _, base = entry.name.rpartition(b"/")
-                self._wanted.setdefault(parent or b".", set()).add(base)
+        # names each directory of the (one) file list should contain (rsync's flist_find)
+        self._wanted: dict[bytes, set[bytes]] | None = None
+        self._delayed: list[tuple[bytes, bytes, Stat]] = []  # --delete-delay: (path, rel, st)
 
     def del_opts(self) -> int:
         """DEL_RECURSE when --delete or --force lets us remove a directory in the way."""
@@ -67,7 +70,7 @@ class Deleter:
         t = self.t
         if t.dry_run > 1:
             return
-        for entry in t.entries:
+        for entry in t.lists.first.entries:
             if not entry.active or not entry.flags & FLAG_CONTENT_DIR:
                 continue
             try:
@@ -77,8 +80,14 @@ class Deleter:
             if st is not None and st.is_dir():
                 await self.delete_in_dir(entry)
 
-    async def delete_in_dir(self, entry: FileEntry) -> None:
-        """generator.c delete_in_dir: remove what directory `entry` should not contain."""
+    async def delete_in_dir(
+        self, entry: FileEntry, wanted: set[bytes] | None = None, *, delay: bool = False
+    ) -> None:
+        """generator.c delete_in_dir: remove what directory `entry` should not contain.
+
+        `wanted` are the names it keeps (default: its entries in the one file list);
+        with `delay` the removals wait for `delete_delayed`.
+        """
         t = self.t
         if t.io_error & IOERR_GENERAL and not t.opts.ignore_errors:
             if not self._warned_io_error:
@@ -86,13 +95,41 @@ class Deleter:
                 self._warned_io_error = True
             return
         await self._enter_filter_dir(entry.name)
-        wanted = self._wanted.get(entry.name, set())
+        if wanted is None:
+            wanted = self._wanted_in(entry.name)
         listing, _ = await self._dirlist(t.path_of(entry), entry.name)
         for name, st in reversed(listing):
             if name in wanted:
                 continue
             rel = name if entry.name == b"." else entry.name + b"/" + name
-            await self.delete_item(t.join(rel), rel, st, DEL_RECURSE)
+            if delay:
+                self._delayed.append((t.join(rel), rel, st))
+            else:
+                await self.delete_item(t.join(rel), rel, st, DEL_RECURSE)
+
+    async def delete_delayed(self) -> None:
+        """generator.c do_delayed_deletions: what --delete-delay found, removed now."""
+        delayed, self._delayed = self._delayed, []
+        for path, rel, st in delayed:
+            await self.delete_item(path, rel, st, DEL_RECURSE)
+
+    def leave_filter_dirs(self) -> None:
+        """change_local_filter_dir(NULL): leave every directory entered for deletion."""
+        filters = self.t.filters
+        while self._filter_dirs:
+            directory = self._filter_dirs.pop()
+            if filters is not None:
+                filters.leave_dir(directory)
+
+    def _wanted_in(self, rel_dir: bytes) -> set[bytes]:
+        """The names the one file list has directly in `rel_dir`."""
+        if self._wanted is None:
+            self._wanted = {}
+            for entry in self.t.lists.first.entries:
+                if entry.active and entry.name != b".":
+                    parent, _, base = entry.name.rpartition(b"/")
+                    self._wanted.setdefault(parent or b".", set()).add(base)
+        return self._wanted.get(rel_dir, set())
 
     async def _enter_filter_dir(self, rel_dir: bytes) -> None:
         """exclude.c change_local_filter_dir: per-directory merge files for `rel_dir`.

@@ -73,14 +73,20 @@ async def get_local_name(
     announce: bool,
     umask: int,
     owner: tuple[int, int],
+    file_total: int | None = None,
 ) -> Destination:
-    """Rsync main.c:get_local_name; `base` is the already resolved '.' argument."""
+    """Rsync main.c:get_local_name; `base` is the already resolved '.' argument.
+
+    `entries` is the first file list; `file_total` counts the entries received so far
+    (with incremental recursion a second list may be in already), default its length.
+    """
     if dest_arg is None:
         return Destination(base)
     rel, trailing_slash = resolve_path(dest_arg)
     path = _join(base, rel)
     shown = dest_arg.rstrip("/") if trailing_slash else dest_arg
-    file_total = len(entries)
+    if file_total is None:
+        file_total = len(entries)
     st = await _stat(fs, path, dest_arg)
 
     if mkpath and st is None and (b"/" in rel or file_total > 1):

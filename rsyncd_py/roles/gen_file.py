@@ -84,6 +84,7 @@ class FileRequests:
                     st = None
         hlinks = self.g.hlinks
         if st is None and hlinks is not None and hlinks.not_last(entry):
+            self.g.count(ndx, +1)  # in flight until the group's leader is linked to it
             return  # a missing hard-link member: the group's last one brings the data
         try:
             await self._request(entry, ndx, path, st, basis)
@@ -141,6 +142,8 @@ class FileRequests:
     ) -> None:
         """The notify_others tail of recv_generator: ask the sender for the file."""
         t = self.g.t
+        if t.do_xfers:
+            self.g.count(ndx, +1)  # the list is in progress until the receiver is done
         if is_hlinked(entry):
             entry.flags |= FLAG_FILE_SENT  # members queue behind it until it is in
         self.g.write_ndx(ndx)

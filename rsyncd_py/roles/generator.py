@@ -1,41 +1,38 @@
 """The generator half of a push: decide, per file-list entry, what the sender must send.
 
-Mirrors generator.c generate_files / recv_generator / itemize. For every active entry in
-index order the generator looks at what the destination holds, creates directories,
-symlinks, devices and specials itself, fixes attributes of what is already up to date,
-reports each change as an item record, and for a regular file that differs asks the
-sender for it: the index, ITEM_TRANSFER flags and the block sums of the existing file
-(the basis), so unchanged blocks travel as references. Then it runs rsync's phase
-protocol with the receiver task (see `generate_files`).
+Mirrors generator.c recv_generator / itemize. For every active entry the generator
+looks at what the destination holds, creates directories, symlinks, devices and
+specials itself, fixes attributes of what is already up to date, reports each change as
+an item record, and for a regular file that differs asks the sender for it: the index,
+ITEM_TRANSFER flags and the block sums of the existing file (the basis), so unchanged
+blocks travel as references. The walk over the file lists and the phase protocol around
+it are gen_phases.py (generate_files); regular files are gen_file.py, hard links
+hardlinks.py.
 
-Phase bookkeeping (non-incremental list; F, P1, D, X, G are our NDX_DONEs):
+With incremental recursion a directory is met twice: as an entry of its parent's list,
+where it is only created if missing (so the parent's time can be fixed as soon as the
+parent's list is done), and as the directory of its own list (`parent_dir`), where it
+is itemized and its attributes set. `lists` is the generator's view of the lists not
+freed yet; `count` keeps each list's in-flight count, which decides when it is freed.
 
-  phase 0  requests for every entry ... F         wait for the receiver's 1st PhaseDone
-  phase 1  redo requests (from Redo messages) ... P1, then D (protocol 29+, no
-           --delay-updates), then del-stats + X (protocol 31+, early delete)
-                                                  wait for the 2nd PhaseDone
-  phase 2  (29+) the late D / X when they were not sent early;  wait for the 3rd
-  after    --delete-after, late del-stats + X (31+);  wait for the 4th (31+)
-  end      directory times touched up, then G (the goodbye)
+State across entries (rsync's statics in recv_generator): the directory whose contents
+are skipped after a failed mkdir (`_skip_dir`), the missing directory a dry run pretends
+to create (`_dry_missing_dir`), the parent directory last checked, and `redo` while a
+redo request is generated.
 """
 
 from __future__ import annotations
 
-import asyncio
 import stat as stat_mod
-from collections import deque
 from dataclasses import replace
 
 from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.protocol.constants import (
-    IOERR_DEL_LIMIT,
     ITEM_IS_NEW,
     ITEM_LOCAL_CHANGE,
     ITEM_REPORT_CHANGE,
     ITEM_REPORT_XATTR,
     MSG_SUCCESS,
-    NDX_DEL_STATS,
-    NDX_DONE,
     SIGNIFICANT_ITEM_FLAGS,
 )
 from rsyncd_py.protocol.errors import ProtocolError
@@ -46,6 +43,7 @@ from rsyncd_py.protocol.flist import (
     is_device,
     is_special,
 )
+from rsyncd_py.protocol.flist_chain import FileLists
 from rsyncd_py.protocol.ints import pack_int
 from rsyncd_py.protocol.itemize import pack_item
 from rsyncd_py.roles import metadata
@@ -56,19 +54,15 @@ from rsyncd_py.roles.delete import (
 )
 from rsyncd_py.roles.destination import dir_stat, make_path
 from rsyncd_py.roles.gen_file import FileRequests
+from rsyncd_py.roles.gen_phases import FilesPass
 from rsyncd_py.roles.hardlinks import HardLinks, is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
 from rsyncd_py.roles.transfer import (
     FLAG_DIR_CREATED,
     FLAG_MISSING_DIR,
-    Finished,
-    PhaseDone,
-    Redo,
     Transfer,
 )
 from rsyncd_py.wire import Log
-
-_YIELD_EVERY = 64  # entries between cooperative yields to the receiver task
 
 
 class Generator:
@@ -78,126 +72,33 @@ class Generator:
         self.t = t
         self.deleter = deleter
         self.hlinks = HardLinks(self) if t.opts.preserve_hard_links else None
-        # receiver events that arrived while phase 0 was still generating
-        self._pending: deque[Redo | PhaseDone] = deque()
+        self.lists: FileLists[FileEntry] = FileLists(incremental=t.inc_recurse)
         self.files = FileRequests(self)
         self.phase = 0
         self.redo = False  # recv_generator is handling a redo (csum_length = SUM_LENGTH)
         self._skip_dir: FileEntry | None = None
         self._dry_missing_dir: FileEntry | None = None
         self._parent_dirname: bytes | None = None
-        self._dir_names = {e.name for e in t.entries if e.active and e.is_dir()}
+        self._dir_names: set[bytes] = set()  # one list: its directories (parent checks)
+        if not t.inc_recurse:
+            self._dir_names = {e.name for e in t.lists.first.entries if e.active and e.is_dir()}
         itemize_all = t.opts.stdout_format_has_i > 1 or t.name_level >= 2
         self._report_all = itemize_all
 
-    # --- generator.c generate_files --------------------------------------------------
-
     async def generate_files(self) -> None:
-        """Rsync generator.c:generate_files, for a non-incremental file list."""
-        t = self.t
-        if t.opts.verbose >= 2:  # DEBUG_GTE(FLIST, 1), which -vv turns on
-            self.info(
-                "delta-transmission disabled for local transfer or --whole-file\n"
-                if t.whole_file
-                else "delta-transmission enabled\n"
-            )
-        timing = t.delete_timing
-        if timing == "before" and t.local_name is None and t.entries:
-            await self.deleter.delete_pass()
-        for ndx, entry in enumerate(t.entries):
-            if not entry.active:
-                continue
-            await self.recv_generator(entry, ndx)
-            if self.hlinks is not None:
-                await self._check_for_finished_files()
-            if ndx % _YIELD_EVERY == _YIELD_EVERY - 1:
-                await t.wire.drain()
-                await asyncio.sleep(0)
-        self.write_ndx(NDX_DONE)  # F: the file list is done
-        self.phase = 1
-        await self._serve_receiver(handle_redo=True)  # until the receiver ends phase 0
+        """Rsync generator.c:generate_files (gen_phases.py)."""
+        await FilesPass(self).run()
 
-        self.phase = 2
-        delay_updates = bool(t.opts.delay_updates)
-        early_delete_done = timing not in ("delay", "after")
-        # rsync 3.2.7 sends the deletion counts only for --stats (3.4+ whenever deleting);
-        # clients accept them either way, and this keeps us byte-identical to 3.2.7
-        deleting = bool(t.opts.delete_mode or t.opts.force_delete) and bool(t.opts.do_stats)
-        self.write_ndx(NDX_DONE)  # P1: the redo phase is done
-        if t.protocol >= 29 and not delay_updates:
-            self.write_ndx(NDX_DONE)  # D
-        if t.protocol >= 31 and early_delete_done:
-            if deleting:
-                self._write_del_stats()
-            if not delay_updates:
-                self.write_ndx(NDX_DONE)  # X
-        await self._serve_receiver(handle_redo=False)  # until the receiver ends phase 1
+    def count(self, ndx: int, delta: int) -> None:
+        """Change the in-flight count of the list holding `ndx` (incremental recursion).
 
-        if t.protocol >= 29:
-            self.phase = 3
-            if delay_updates:
-                self.write_ndx(NDX_DONE)  # the late D
-                if t.protocol >= 31 and early_delete_done:
-                    self.write_ndx(NDX_DONE)  # the late X
-            await self._serve_receiver(handle_redo=False)  # the delay-updates phase
-
-        if timing in ("delay", "after") and t.local_name is None and t.entries:
-            await self.deleter.delete_pass()
-        if t.opts.max_delete >= 0 and t.skipped_deletes:
-            t.wire.rprintf(
-                Log.WARNING,
-                f"Deletions stopped due to --max-delete limit ({t.skipped_deletes} skipped)\n",
-            )
-            t.io_error |= IOERR_DEL_LIMIT
-        if t.protocol >= 31:
-            if not early_delete_done:
-                if t.opts.do_stats:
-                    self._write_del_stats()
-                self.write_ndx(NDX_DONE)  # the late-delete X
-            await self._serve_receiver(handle_redo=False)  # the receiver saw the goodbye
-
-        await self.touch_up_dirs()
-        self.write_ndx(NDX_DONE)  # G: the final goodbye
-        await t.wire.flush()
-
-    async def _check_for_finished_files(self) -> None:
-        """generator.c check_for_finished_files during phase 0: link finished leaders.
-
-        Only hard-link completions are handled now; redo requests and phase ends wait
-        for `_serve_receiver`, as rsync leaves them queued until the pass is over.
+        A request, a deferred or queued hard-link member counts up; a finished transfer
+        or a linked member counts down. A list is freed only at 0.
         """
-        queue = self.t.to_generator
-        while not queue.empty():
-            event = queue.get_nowait()
-            if isinstance(event, Finished):
-                assert self.hlinks is not None
-                await self.hlinks.finished(event.ndx, event.ok)
-            else:
-                self._pending.append(event)
-
-    async def _serve_receiver(self, *, handle_redo: bool) -> None:
-        """Wait for the receiver's next PhaseDone, sending redo requests meanwhile."""
-        t = self.t
-        while True:
-            if self._pending:
-                event: Redo | PhaseDone | Finished = self._pending.popleft()
-            else:
-                if t.to_generator.empty():
-                    await t.wire.flush()  # the sender must see our requests before we wait
-                event = await t.to_generator.get()
-            if isinstance(event, PhaseDone):
-                return
-            if isinstance(event, Finished):
-                if self.hlinks is not None:
-                    await self.hlinks.finished(event.ndx, event.ok)
-                continue
-            if isinstance(event, Redo) and handle_redo:
-                entry = t.entries[event.ndx]
-                self.redo = True
-                try:
-                    await self.recv_generator(entry, event.ndx)
-                finally:
-                    self.redo = False
+        if self.t.inc_recurse:
+            flist = self.lists.list_for(ndx)
+            if flist is not None:
+                flist.in_progress += delta
 
     def send_success(self, ndx: int, *, up_to_date: bool) -> None:
         """generator.c return_with_success: tell a --remove-source-files sender it may go.
@@ -213,18 +114,19 @@ class Generator:
         t = self.t
         t.wire.write(t.ndx_out.encode(ndx))
 
-    def _write_del_stats(self) -> None:
-        """main.c write_del_stats."""
-        t = self.t
-        t.wire.write(t.ndx_out.encode(NDX_DEL_STATS) + t.deleted.pack())
-
     # --- generator.c recv_generator --------------------------------------------------
 
-    async def recv_generator(self, entry: FileEntry, ndx: int) -> None:
-        """Rsync generator.c:recv_generator: bring one entry up to date or request it."""
+    async def recv_generator(self, entry: FileEntry, ndx: int, *, parent_dir: bool = False) -> None:
+        """Rsync generator.c:recv_generator: bring one entry up to date or request it.
+
+        `parent_dir`: `entry` is the directory of the list now generated (its index is
+        the one before the list); with incremental recursion any other directory is
+        only created here (rsync's is_dir < 0).
+        """
         t = self.t
         path = t.path_of(entry)
         is_dir = entry.is_dir()
+        early_dir = is_dir and t.inc_recurse and not parent_dir
 
         if self._skip_dir is not None:
             if _is_below(entry, self._skip_dir):
@@ -250,6 +152,8 @@ class Generator:
 
         opts = t.opts
         if opts.ignore_non_existing > 0 and st is None and not self.redo:
+            if early_dir:
+                return
             if is_dir:
                 self._skip_dir = entry
                 entry.flags |= FLAG_MISSING_DIR
@@ -271,6 +175,9 @@ class Generator:
                 await self.hlinks.skipped(entry, ndx)
             return
 
+        if early_dir:
+            await self._create_dir_early(entry, path, st)
+            return
         if is_dir:
             await self._generate_dir(entry, ndx, path, st)
             return
@@ -313,7 +220,7 @@ class Generator:
         self._parent_dirname = parent
         if parent == b".":
             return False
-        if parent not in self._dir_names:
+        if not t.inc_recurse and parent not in self._dir_names:
             base = entry.name.rpartition(b"/")[2]
             raise ProtocolError(
                 f"ABORTING due to invalid path from sender: {_s(parent)}/{_s(base)}"
@@ -332,6 +239,30 @@ class Generator:
                 except FsError as exc:
                     report_fs_error(t, exc, f"recv_generator: mkdir {quote(path)} failed")
         return False
+
+    async def _create_dir_early(self, entry: FileEntry, path: bytes, st: Stat | None) -> None:
+        """recv_generator for a directory met in its parent's list (incremental).
+
+        A missing one is made now, owner bits only, so the parent's time can be set as
+        soon as the parent's list is done; it is handled in full (and shown as new:
+        FLAG_DIR_CREATED) right before its own list.
+        """
+        t = self.t
+        if not t.opts.implied_dirs and entry.flags & FLAG_IMPLIED_DIR:
+            return
+        if not t.opts.preserve_mtimes or t.opts.omit_dir_times:
+            return
+        if st is not None and (
+            st.is_dir() or not await self.deleter.make_room(entry, st, DEL_FOR_DIR)
+        ):
+            return  # any error is reported when the directory is handled in full
+        if not t.dry_run:
+            owner_only = replace(entry, mode=(entry.mode & ~0o7777) | (entry.mode & 0o700))
+            try:
+                await t.fs.mkdir(path, metadata.wanted_stat(t, owner_only, None))
+            except FsError:
+                return
+        entry.flags |= FLAG_DIR_CREATED
 
     async def _generate_dir(self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None) -> None:
         t = self.t
@@ -367,6 +298,7 @@ class Generator:
             await set_file_attrs(t, path, entry, real_st)
         if (
             t.delete_timing == "during"
+            and not t.inc_recurse  # with it, the pass deletes in the directory's own list
             and self.phase == 0
             and not entry.flags & FLAG_MISSING_DIR
             and entry.flags & FLAG_CONTENT_DIR
@@ -487,37 +419,6 @@ class Generator:
         """hlink.c finish_hard_link, if `entry` is a member of a hard-link group."""
         if self.hlinks is not None and is_hlinked(entry):
             await self.hlinks.finish(entry, ndx, path, st)
-
-    # --- generator.c touch_up_dirs ---------------------------------------------------
-
-    async def touch_up_dirs(self) -> None:
-        """Rsync generator.c:touch_up_dirs: final directory modes and times.
-
-        Creating entries inside a directory changes its mtime, and a directory without
-        owner rwx was kept writable until its contents were in; both are fixed last.
-        """
-        t = self.t
-        if t.dry_run or t.local_name is not None:
-            return
-        for ndx, entry in enumerate(t.entries):
-            if not entry.active or not entry.is_dir() or entry.flags & FLAG_MISSING_DIR:
-                continue
-            if not t.opts.implied_dirs and entry.flags & FLAG_IMPLIED_DIR:
-                continue
-            path = t.path_of(entry)
-            try:
-                st = await t.fs.lstat(path)
-            except FsError:
-                continue
-            if st is None or not st.is_dir():
-                continue
-            if metadata.attrs_differ(t, entry, st):
-                try:
-                    await t.fs.set_stat(path, metadata.updated_stat(t, entry, st))
-                except FsError as exc:
-                    report_fs_error(t, exc, f"failed to set times on {quote(path)}")
-            if ndx % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
 
     def info(self, text: str) -> None:
         self.t.wire.rprintf(Log.INFO, text)

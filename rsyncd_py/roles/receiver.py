@@ -14,6 +14,13 @@ The receiver tells the generator (`Transfer.to_generator`) each time it finishes
 phase -- on each NDX_DONE from the sender, and at protocol 31+ on the sender's final
 goodbye echo -- which is what paces the generator's phase protocol. It never writes data
 to the wire, only messages, so it can never block on the sender.
+
+With incremental recursion the sender's stream also carries the directories' file lists
+(`NDX_FLIST_OFFSET - dir_ndx` headers, then NDX_FLIST_EOF): the receiver reads each
+into `Transfer.incoming` and tells the generator, which is working on them as they come.
+Every NDX_DONE echo then first frees the oldest list; only the one that frees the last
+ends phase 0. And the generator hears how every requested file ended (Finished), since
+it frees a list only when all its transfers are in.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from rsyncd_py.protocol.constants import (
     ITEM_TRANSFER,
     MSG_SUCCESS,
     NDX_DONE,
+    NDX_FLIST_EOF,
+    NDX_FLIST_OFFSET,
 )
 from rsyncd_py.protocol.errors import ExitCode, ProtocolError, SessionError
 from rsyncd_py.protocol.flist import FileEntry
@@ -40,7 +49,14 @@ from rsyncd_py.roles import metadata
 from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote
-from rsyncd_py.roles.transfer import FLAG_FILE_SENT, Finished, PhaseDone, Redo, Transfer
+from rsyncd_py.roles.transfer import (
+    FLAG_FILE_SENT,
+    Finished,
+    ListsChanged,
+    PhaseDone,
+    Redo,
+    Transfer,
+)
 from rsyncd_py.wire import Log
 
 
@@ -65,9 +81,12 @@ class Receiver:
                 continue
             if isinstance(record, int):
                 if record != NDX_DONE:
-                    raise ProtocolError(
-                        f"Invalid file index: {record} ({NDX_DONE} - {len(t.entries) - 1})"
-                    )
+                    await self._file_list_record(record)
+                    continue
+                if t.inc_recurse and len(t.lists):
+                    t.lists.pop_first()  # the generator is done with the oldest list
+                    if len(t.lists):
+                        continue
                 phase += 1
                 await t.to_generator.put(PhaseDone())
                 if phase > self.max_phase:
@@ -89,7 +108,9 @@ class Receiver:
                 raise ProtocolError("got transfer request in phase 2 [receiver]")
             if not t.do_xfers:
                 continue  # a dry run: the sender sends no data
-            await self._receive_file(record.ndx, entry, record)
+            done = await self._receive_file(record.ndx, entry, record)
+            if done is not None and (t.inc_recurse or (done and is_hlinked(entry))):
+                t.to_generator.put_nowait(Finished(record.ndx, ok=done))
         if t.protocol >= 31:
             goodbye = await t.wire.read(self._read_record)
             if goodbye != NDX_DONE:
@@ -99,15 +120,32 @@ class Receiver:
     def _read_record(self, buf: ReceiveBuffer) -> ItemRecord | DeleteStats | int | None:
         return read_item(buf, lambda cur: read_ndx_and_attrs(cur, self.t.ndx_in))
 
+    async def _file_list_record(self, ndx: int) -> None:
+        """rsync.c read_ndx_and_attrs: NDX_FLIST_EOF or the header of a directory's list."""
+        t = self.t
+        if not t.inc_recurse or (ndx != NDX_FLIST_EOF and ndx > NDX_FLIST_OFFSET):
+            last = t.lists.last.end - 1 if len(t.lists) else -1
+            raise ProtocolError(f"Invalid file index: {ndx} ({NDX_DONE} - {last}) [receiver]")
+        if ndx == NDX_FLIST_EOF:
+            t.lists.eof = True
+        else:
+            _, io_error = await t.incoming.receive_sub(NDX_FLIST_OFFSET - ndx)
+            t.note_io_error(io_error)
+        t.to_generator.put_nowait(ListsChanged())
+
     def _entry_for(self, record: ItemRecord) -> FileEntry | None:
         """Validate the index of a record (rsync.c read_ndx_and_attrs' checks)."""
         t = self.t
         ndx = record.ndx
-        if t.protocol < 30 and ndx == len(t.entries) and record.iflags == ITEM_IS_NEW:
-            return None
-        if ndx >= len(t.entries):
-            raise ProtocolError(f"Invalid file index: {ndx} ({NDX_DONE} - {len(t.entries) - 1})")
-        entry = t.entries[ndx]
+        if t.inc_recurse:
+            _, entry = t.lists.find(ndx, "read_ndx_and_attrs", "receiver")
+        else:
+            entries = t.lists.first.entries
+            if t.protocol < 30 and ndx == len(entries) and record.iflags == ITEM_IS_NEW:
+                return None
+            if ndx >= len(entries):
+                raise ProtocolError(f"Invalid file index: {ndx} ({NDX_DONE} - {len(entries) - 1})")
+            entry = entries[ndx]
         if not entry.active:
             raise ProtocolError(f"rsync: refusing transfer of cleared file index {ndx}")
         if record.iflags & ITEM_TRANSFER and not entry.is_file():
@@ -116,8 +154,12 @@ class Receiver:
             raise ProtocolError(f"invalid basis_dir index: {record.basis_type}.")
         return entry
 
-    async def _receive_file(self, ndx: int, entry: FileEntry, record: ItemRecord) -> None:
-        """One file of recv_files: open basis and output, receive_data, commit or redo."""
+    async def _receive_file(self, ndx: int, entry: FileEntry, record: ItemRecord) -> bool | None:
+        """One file of recv_files: open basis and output, receive_data, commit or redo.
+
+        Returns True once the file is in place, False if it is given up, None when a
+        redo was asked for.
+        """
         t = self.t
         path = t.path_of(entry)
         redoing = bool(entry.flags & FLAG_FILE_SENT)
@@ -147,11 +189,10 @@ class Receiver:
             if basis is not None:
                 await basis.close()
         if writer is None:
-            return
+            return False
         if not ok:
             await writer.abort()
-            self._failed_verification(ndx, entry, redoing)
-            return
+            return self._failed_verification(ndx, entry, redoing)
         if current is not None and not current.is_file():
             current = None
         if current is not None and self.deleter.backups.enabled:
@@ -159,17 +200,16 @@ class Receiver:
             name = t.display_name(entry)
             if not await self.deleter.backups.make(path, name, current, self.deleter, keep=True):
                 await writer.abort()
-                return
+                return False
         wanted = metadata.wanted_stat(t, entry, current, size=size, new_content=True)
         try:
             await writer.commit(wanted)
         except FsError as exc:
             metadata.report_fs_error(t, exc, f"rename {quote(path)} failed")
-            return
+            return False
         if t.opts.remove_source_files:
             t.wire.send_msg(MSG_SUCCESS, pack_int(ndx))  # the sender may remove its copy
-        if is_hlinked(entry):
-            t.to_generator.put_nowait(Finished(ndx, ok=True))  # link the group to it
+        return True
 
     def _read_sum_head(self, buf: ReceiveBuffer) -> SumHead | None:
         return read_item(
@@ -278,15 +318,15 @@ class Receiver:
                 ExitCode.RERR_FILEIO,
             ) from exc
 
-    def _failed_verification(self, ndx: int, entry: FileEntry, redoing: bool) -> None:
-        """receiver.c: a checksum mismatch -- try once more, then give up on the file."""
+    def _failed_verification(self, ndx: int, entry: FileEntry, redoing: bool) -> bool | None:
+        """receiver.c: a checksum mismatch -- try once more (None), then give up (False)."""
         t = self.t
         name = t.display_name(entry).decode("utf-8", "surrogateescape")
         if redoing:
             t.wire.rprintf(
                 Log.ERROR_XFER, f"ERROR: {name} failed verification -- update discarded.\n"
             )
-            return
+            return False
         if t.name_level >= 1 or t.opts.stdout_format_has_i:
             t.wire.rprintf(
                 Log.WARNING,
@@ -294,6 +334,7 @@ class Receiver:
             )
         entry.flags |= FLAG_FILE_SENT
         t.to_generator.put_nowait(Redo(ndx))
+        return None
 
 
 _MAX_RUN = 1 << 20  # matched basis bytes read at once (bounds memory on long match runs)

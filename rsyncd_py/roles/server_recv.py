@@ -1,10 +1,12 @@
 """A push, end to end on the server: rsync's main.c do_server_recv and do_recv.
 
-Order: read the filter rules (when needed) and the file list, settle the destination
-(get_local_name), then run the generator and the receiver as two tasks until both
-finish the phase protocol; the generator's last NDX_DONE is the goodbye. rsync forks
-here; we run the two halves as asyncio tasks in one TaskGroup, so a failure in either
-cancels the other and surfaces as the session's error.
+Order: read the filter rules (when needed) and the first file list -- with incremental
+recursion, when it holds a single entry, one more list, to tell a one-file transfer
+from a directory -- settle the destination (get_local_name), then run the generator and
+the receiver as two tasks until both finish the phase protocol; the generator's last
+NDX_DONE is the goodbye. rsync forks here; we run the two halves as asyncio tasks in
+one TaskGroup, so a failure in either cancels the other and surfaces as the session's
+error.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from rsyncd_py.protocol.constants import (
     IOERR_VANISHED,
     MSG_IO_ERROR,
     MSG_NO_SEND,
+    NDX_DONE,
+    NDX_FLIST_EOF,
+    NDX_FLIST_OFFSET,
 )
-from rsyncd_py.protocol.errors import ExitCode, RemoteProtocolError, SessionError
+from rsyncd_py.protocol.errors import ExitCode, ProtocolError, RemoteProtocolError, SessionError
 from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
 from rsyncd_py.protocol.flist_sort import prune_empty_dirs
 from rsyncd_py.protocol.handshake import Negotiated
+from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.destination import get_local_name, resolve_path
-from rsyncd_py.roles.flist_recv import receive_file_list, receive_filter_rules
+from rsyncd_py.roles.flist_recv import ListReceiver, receive_filter_rules
 from rsyncd_py.roles.generator import Generator
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.receiver import Receiver
@@ -52,13 +58,14 @@ async def do_server_recv(
         resolve_path(dest_arg)  # refuse an escaping destination before reading anything
 
     rules = await receive_filter_rules(wire, opts, neg.protocol)
-    received = await receive_file_list(wire, opts, neg, rules)
+    incoming = ListReceiver(wire, opts, neg)
+    received = await incoming.receive_first(rules)
     t = Transfer(
         wire=wire,
         fs=fs,
         opts=opts,
         neg=neg,
-        entries=received.entries,
+        incoming=incoming,
         umask=umask,
         owner=owner,
         filters=_filter_set(rules, opts, neg.protocol),
@@ -66,16 +73,18 @@ async def do_server_recv(
         xattrs=received.xattrs,
     )
     if opts.prune_empty_dirs:
-        prune_empty_dirs(t.entries, lambda name: _filter_keeps(t.filters, name))
+        prune_empty_dirs(received.entries, lambda name: _filter_keeps(t.filters, name))
     t.note_io_error(received.io_error)
+    if t.inc_recurse and incoming.lists.file_total == 1:
+        await _receive_additional_list(t)
     t.io_error |= wire.io_error
     wire.on_message(MSG_IO_ERROR, lambda payload: _peer_io_error(t, payload))
-    if opts.preserve_hard_links:
+    if opts.preserve_hard_links or t.inc_recurse:
         wire.on_message(MSG_NO_SEND, lambda payload: _peer_no_send(t, payload))
     dest = await get_local_name(
         fs,
         wire,
-        t.entries,
+        received.entries,
         base,
         dest_arg,
         dry_run=bool(opts.dry_run),
@@ -83,6 +92,7 @@ async def do_server_recv(
         announce=t.name_level >= 1 or bool(opts.stdout_format_has_i),
         umask=umask,
         owner=owner,
+        file_total=incoming.lists.file_total,
     )
     t.dest = dest.directory
     t.local_name = dest.local_name
@@ -90,6 +100,18 @@ async def do_server_recv(
         t.dry_run += 1  # the destination does not exist: nothing in it does either
     await do_recv(t)
     return exit_code_for(t)
+
+
+async def _receive_additional_list(t: Transfer) -> None:
+    """flist.c recv_additional_file_list: the next list (or NDX_FLIST_EOF), read now."""
+    ndx = await t.wire.read(lambda buf: read_item(buf, t.ndx_in.read))
+    if ndx == NDX_FLIST_EOF:
+        t.lists.eof = True
+    elif ndx <= NDX_FLIST_OFFSET:
+        _, io_error = await t.incoming.receive_sub(NDX_FLIST_OFFSET - ndx)
+        t.note_io_error(io_error)
+    else:
+        raise ProtocolError(f"Invalid file index: {ndx} ({NDX_DONE} - 0) [receiver]")
 
 
 async def do_recv(t: Transfer) -> None:
@@ -134,14 +156,16 @@ def _peer_io_error(t: Transfer, payload: bytes) -> None:
 def _peer_no_send(t: Transfer, payload: bytes) -> None:
     """io.c read_a_msg MSG_NO_SEND: the sender could not open a file we asked for.
 
-    For a hard-linked file the generator must pick another leader for its group.
+    For a hard-linked file the generator must pick another leader for its group; with
+    incremental recursion it also counts the file as finished (its list may be freed).
     """
     if len(payload) != 4:
         raise RemoteProtocolError(
             f"invalid multi-message {MSG_NO_SEND}:{len(payload)}", ExitCode.RERR_STREAMIO
         )
     ndx = int.from_bytes(payload, "little", signed=True)
-    if 0 <= ndx < len(t.entries) and is_hlinked(t.entries[ndx]):
+    entry = t.lists.lookup(ndx) if ndx >= 0 else None
+    if entry is not None and (t.inc_recurse or is_hlinked(entry)):
         t.to_generator.put_nowait(Finished(ndx, ok=False))
 
 

@@ -2,11 +2,13 @@
 
 rsync keeps this in globals; here it is one object the generator task, the receiver
 task and their helpers all hold. Everything fixed for the session (options, negotiated
-protocol, the sorted file list, where it lands) is set before the two tasks start; the
-mutable parts are the io_error bits, the deletion counters and the channel from the
-receiver to the generator (`to_generator`), which carries what rsync's receiver sends
-its generator over a pipe: "phase done", "redo this index" and "this hard-linked file
-is done".
+protocol, where it lands) is set before the two tasks start; the mutable parts are the
+file lists (`incoming`: the receiver's reader of them, whose `lists` is the receiver's
+view of the lists not freed yet), the io_error bits, the deletion counters and the
+channel from the receiver to the generator (`to_generator`), which carries what rsync's
+receiver sends its generator over a pipe: "phase done", "redo this index", "this file
+is done" (hard-linked files, and every transfer with incremental recursion) and, with
+incremental recursion, "another file list arrived".
 
 Per-entry bookkeeping uses `FileEntry.flags` bits, named as rsync names them.
 """
@@ -17,12 +19,14 @@ import asyncio
 import stat as stat_mod
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import FileSystem
 from rsyncd_py.protocol.acls import AclReceiver
 from rsyncd_py.protocol.constants import IOERR_VALID_MASK
 from rsyncd_py.protocol.filters import FilterSet
 from rsyncd_py.protocol.flist import FileEntry
+from rsyncd_py.protocol.flist_chain import FileLists
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
 from rsyncd_py.protocol.options import ServerOptions
@@ -30,6 +34,9 @@ from rsyncd_py.protocol.stats import DeleteStats
 from rsyncd_py.protocol.xattrs import XattrReceiver
 from rsyncd_py.roles.acl_xattr import Receiving
 from rsyncd_py.wire import Wire
+
+if TYPE_CHECKING:
+    from rsyncd_py.roles.flist_recv import ListReceiver
 
 # generator/receiver bits of FileEntry.flags (rsync.h FLAG_*; the XMIT-derived ones are
 # in protocol/flist.py)
@@ -69,6 +76,14 @@ class PhaseDone:
     """Receiver -> generator: the receiver finished a phase (rsync's MSG_DONE)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ListsChanged:
+    """Receiver -> generator: a file list (or NDX_FLIST_EOF) arrived (flist forwarding)."""
+
+
+Event = Redo | PhaseDone | Finished | ListsChanged
+
+
 @dataclass
 class Transfer:
     """Shared state of one push session (see the module docstring)."""
@@ -77,7 +92,7 @@ class Transfer:
     fs: FileSystem
     opts: ServerOptions
     neg: Negotiated
-    entries: list[FileEntry]  # sorted: a list index is the wire ndx
+    incoming: ListReceiver  # the file lists: its `lists` is the receiver's view
     dest: bytes = b""  # root-relative directory the names are relative to
     local_name: bytes | None = None  # single-file transfer to this root-relative path
     umask: int = 0o022
@@ -89,7 +104,7 @@ class Transfer:
     dry_run: int = 0  # rsync's dry_run counter: > 1 means the destination does not exist
     ndx_out: NdxEncoder = field(init=False)
     ndx_in: NdxDecoder = field(init=False)
-    to_generator: asyncio.Queue[Redo | PhaseDone | Finished] = field(default_factory=asyncio.Queue)
+    to_generator: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     attrs: Receiving = field(init=False)  # -A/-X: received ACLs and xattrs (acl_xattr.py)
     acls: AclReceiver | None = None  # the file list's ACL lists (-A)
     xattrs: XattrReceiver | None = None  # the file list's xattr sets (-X)
@@ -105,6 +120,16 @@ class Transfer:
     @property
     def protocol(self) -> int:
         return self.neg.protocol
+
+    @property
+    def inc_recurse(self) -> bool:
+        """CF_INC_RECURSE: the file lists come directory by directory."""
+        return self.neg.inc_recurse
+
+    @property
+    def lists(self) -> FileLists[FileEntry]:
+        """The receiver's view of the file lists not freed yet."""
+        return self.incoming.lists
 
     @property
     def do_xfers(self) -> bool:
