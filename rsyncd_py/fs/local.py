@@ -104,6 +104,7 @@ def _make_stat(dirfd: int, name: bytes, st: os.stat_result) -> Stat:
     mode = st.st_mode
     is_reg = st_mod.S_ISREG(mode)
     is_lnk = st_mod.S_ISLNK(mode)
+    is_dir = st_mod.S_ISDIR(mode)  # hard links: any other kind can have several names
     is_dev = st_mod.S_ISCHR(mode) or st_mod.S_ISBLK(mode)
     return Stat(
         mode=mode,
@@ -116,9 +117,9 @@ def _make_stat(dirfd: int, name: bytes, st: os.stat_result) -> Stat:
         rdev=st.st_rdev if is_dev else 0,
         link_target=os.readlink(name, dir_fd=dirfd) if is_lnk else None,
         atime_ns=st.st_atime_ns,
-        link_key=(st.st_dev, st.st_ino) if is_reg and st.st_nlink > 1 else None,
+        link_key=(st.st_dev, st.st_ino) if st.st_nlink > 1 and not is_dir else None,
         xattrs=read_xattrs(proc_path(dirfd, name)),
-        acl=None if is_lnk else read_acl(proc_path(dirfd, name), is_dir=st_mod.S_ISDIR(mode)),
+        acl=None if is_lnk else read_acl(proc_path(dirfd, name), is_dir=is_dir),
     )
 
 

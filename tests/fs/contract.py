@@ -177,6 +177,23 @@ class FileSystemContract:
         await fs.close(True)
 
     @async_test
+    async def test_hard_links_of_other_kinds_share_a_link_key(self, fs_env: FsEnv) -> None:
+        """-H links symlinks, fifos and devices too: each pair must show as one inode."""
+        fs = await fs_env.open(True)
+        await fs.symlink(b"ln", Stat(mode=stat.S_IFLNK | 0o777, link_target=b"t"))
+        await fs.mknod(b"fifo", Stat(mode=stat.S_IFIFO | 0o600))
+        await write_file(fs, b"alone", b"x")
+        for name in (b"ln", b"fifo"):
+            await fs.link(name + b"2", name)
+            one, two = await fs.lstat(name), await fs.lstat(name + b"2")
+            assert one is not None and two is not None and one.kind == two.kind
+            assert one.link_key is not None and one.link_key == two.link_key, name
+        ln, fifo, alone = await fs.lstat(b"ln"), await fs.lstat(b"fifo"), await fs.lstat(b"alone")
+        assert ln is not None and fifo is not None and alone is not None
+        assert ln.link_key != fifo.link_key and alone.link_key is None
+        await fs.close(True)
+
+    @async_test
     async def test_set_stat(self, fs_env: FsEnv) -> None:
         fs = await fs_env.open(True)
         await write_file(fs, b"f", b"x")
