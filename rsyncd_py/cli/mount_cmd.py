@@ -28,12 +28,7 @@ import shutil
 import subprocess
 import sys
 
-STORE_ENV = "RSYNCD_PY_STORE"
-PROG = "rsyncd-py"
-
-
-class UserError(Exception):
-    """A problem to report as one line (no traceback)."""
+from rsyncd_py.cli.store_options import PROG, UserError, add_store_options, store_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,12 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Mount the newest snapshot of a store at MOUNTPOINT, and every "
         "snapshot under MOUNTPOINT/.snapshots/<id>/, read-only.",
     )  # fmt: skip
-    mount.add_argument("--store", default=os.environ.get(STORE_ENV),
-                       help=f"store URL (default: ${STORE_ENV})")
+    add_store_options(mount)
     mount.add_argument("--snapshot", help="snapshot id or prefix shown at the root "
                        "(default: the newest at mount time)")
-    mount.add_argument("--key-file", help="key file of an encrypted store")
-    mount.add_argument("--state-dir", help="local state (cache, pack index) directory")
     mount.add_argument("-f", "--foreground", action="store_true",
                        help="serve in this process until unmounted or interrupted")
     mount.add_argument("--allow-other", action="store_true",
@@ -74,8 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_mount(args: argparse.Namespace) -> int:
     try:
-        if not args.store:
-            raise UserError(f"no store: pass --store URL or set {STORE_ENV}")
+        store_url(args)
         mountpoint = _check_mountpoint(args.mountpoint)
         if args.foreground or args.ready_fd is not None:
             return _serve(args, mountpoint)

@@ -1,12 +1,10 @@
 """The store subcommands: init, ls, cat, snapshots, fsck, gc, forget, stats, reindex.
 
-Every command takes `--store URL` (default: `RSYNCD_PY_STORE`), `--key-file F` and
-`--state-dir D`; an encrypted store's passphrase comes from `RSYNCD_PY_PASSPHRASE` or a
-terminal prompt (blockstore.keys). Read-only commands open the store read-only and
-need no lease; gc and forget take the writer lease (`--force` takes over a live one).
-Figures go to stdout (`--json` for machines), diagnostics to stderr. A user error
-(bad URL, wrong key, locked store, missing path) is one line on stderr and exit
-status 1, never a traceback; fsck exits 1 when it finds a problem.
+Every command takes the store options of `store_options` (``--store``, ``--key-file``,
+``--state-dir``) and reports a user error as one line and exit status 1. Read-only
+commands open the store read-only and need no lease; gc and forget take the writer
+lease (``--force`` takes over a live one). Figures go to stdout (``--json`` for
+machines), diagnostics and progress to stderr; fsck exits 1 when it finds a problem.
 """
 
 from __future__ import annotations
@@ -23,30 +21,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from blockstore.backend import StoreError
-from blockstore.volume import (
-    ChunkParams,
-    TreeEntry,
-    Volume,
-    VolumeParams,
-    open_volume,
+from blockstore.volume import ChunkParams, TreeEntry, Volume, VolumeParams
+from rsyncd_py.cli.store_options import (
+    PROG,
+    UserError,
+    add_store_options,
+    opened_volume,
+    store_url,
 )
 
-STORE_ENV = "RSYNCD_PY_STORE"
-PROG = "rsyncd-py"
-
-
-class UserError(Exception):
-    """A problem to report as one line (no traceback)."""
-
-
 # -- plumbing -------------------------------------------------------------------------------
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default=os.environ.get(STORE_ENV),
-                        help=f"store URL (default: ${STORE_ENV})")
-    parser.add_argument("--key-file", help="key file of an encrypted store")
-    parser.add_argument("--state-dir", help="local state (cache, pack index) directory")
 
 
 def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -54,8 +38,7 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
     def run(args: argparse.Namespace) -> int:
         try:
-            if not args.store:
-                raise UserError(f"no store: pass --store URL or set {STORE_ENV}")
+            store_url(args)
             return command(args)
         except (UserError, StoreError, ValueError) as exc:
             print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
@@ -70,9 +53,9 @@ def _runner(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
-def _open(args: argparse.Namespace, *, read_only: bool, **options: Any) -> Volume:
-    return open_volume(args.store, key_file=args.key_file, state_dir=args.state_dir,
-                       read_only=read_only, **options)
+def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Where a long command reports its progress: stderr, unless the output is --json."""
+    return None if args.json else lambda message: print(message, file=sys.stderr)
 
 
 def _print_json(value: object) -> None:
@@ -123,8 +106,7 @@ def _mode_string(mode: int) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    volume = _open(args, read_only=True)
-    try:
+    with opened_volume(args, read_only=True) as volume:
         snap = volume.snapshot(args.snapshot or "latest")
         ns = volume.namespace(snap)
         path = os.fsencode(args.path).strip(b"/")
@@ -136,8 +118,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for item in entries:
             out.write(_ls_line(item) if args.long else _display(item.name or path) + "\n")
         return 0
-    finally:
-        volume.close()
 
 
 def _ls_line(entry: TreeEntry) -> str:
@@ -151,8 +131,7 @@ def _ls_line(entry: TreeEntry) -> str:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    volume = _open(args, read_only=True)
-    try:
+    with opened_volume(args, read_only=True) as volume:
         snap = volume.snapshot(args.snapshot or "latest")
         entry = volume.namespace(snap).lookup(os.fsencode(args.path).strip(b"/"))
         if entry is None:
@@ -164,8 +143,6 @@ def cmd_cat(args: argparse.Namespace) -> int:
             out.write(data)
         out.flush()
         return 0
-    finally:
-        volume.close()
 
 
 def _stream(volume: Volume, entry: TreeEntry, ahead: int = 8) -> Iterator[bytes]:
@@ -183,20 +160,17 @@ def _stream(volume: Volume, entry: TreeEntry, ahead: int = 8) -> Iterator[bytes]
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    volume = _open(args, read_only=True)
-    try:
+    with opened_volume(args, read_only=True) as volume:
         snaps = [volume.load_snapshot(i) for i in volume.snapshot_ids()]
-        if args.json:
-            _print_json([{"id": s.id, "time": _when(s.time_ns), "time_ns": s.time_ns,
-                          "host": s.host, "parent": s.parent, "stats": dict(s.stats)}
-                         for s in snaps])
-            return 0
-        for s in snaps:
-            files, size = s.stats.get("files", 0), s.stats.get("bytes", 0)
-            print(f"{s.id}  {_when(s.time_ns)}  {s.host}  {files} files, {_size(size)} written")
+    if args.json:
+        _print_json([{"id": s.id, "time": _when(s.time_ns), "time_ns": s.time_ns,
+                      "host": s.host, "parent": s.parent, "stats": dict(s.stats)}
+                     for s in snaps])
         return 0
-    finally:
-        volume.close()
+    for s in snaps:
+        files, size = s.stats.get("files", 0), s.stats.get("bytes", 0)
+        print(f"{s.id}  {_when(s.time_ns)}  {s.host}  {files} files, {_size(size)} written")
+    return 0
 
 
 # -- maintenance ----------------------------------------------------------------------------
@@ -207,12 +181,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
     # --read-data must check the bucket's bytes, not a locally cached copy
     options = {"cache_size": 0} if args.read_data else {}
-    volume = _open(args, read_only=True, **options)
-    try:
-        report = fsck(volume, read_data=args.read_data,
-                      progress=None if args.json else lambda m: print(m, file=sys.stderr))
-    finally:
-        volume.close()
+    with opened_volume(args, read_only=True, **options) as volume:
+        report = fsck(volume, read_data=args.read_data, progress=_progress(args))
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -228,15 +198,9 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from blockstore.volume.gc import gc
 
-    volume = _open(args, read_only=False)
-    try:
-        if not args.dry_run:
-            volume.acquire_lease(force=args.force)
+    with opened_volume(args, read_only=False, lease=not args.dry_run) as volume:
         report = gc(volume, grace_seconds=args.grace, repack_threshold=args.repack_threshold,
-                    dry_run=args.dry_run,
-                    progress=None if args.json else lambda m: print(m, file=sys.stderr))
-    finally:
-        volume.close()
+                    dry_run=args.dry_run, progress=_progress(args))
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -253,13 +217,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from blockstore.volume.forget import KeepPolicy, forget
 
     policy = KeepPolicy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
-    volume = _open(args, read_only=args.dry_run)
-    try:
-        if not args.dry_run:
-            volume.acquire_lease(force=args.force)
+    with opened_volume(args, read_only=args.dry_run, lease=not args.dry_run) as volume:
         decisions = forget(volume, policy, dry_run=args.dry_run)
-    finally:
-        volume.close()
     if args.json:
         _print_json([{"id": d.snapshot.id, "keep": d.keep, "reasons": list(d.reasons)}
                      for d in decisions])
@@ -274,27 +233,21 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
-    volume = _open(args, read_only=True)
-    try:
+    with opened_volume(args, read_only=True) as volume:
         pack = volume.pack_layer
         if pack is None:
             raise UserError("this store has no pack layer to index")
         packs = pack.reindex()
         print(f"indexed {pack.index.count()} objects in {packs} packs")
-        return 0
-    finally:
-        volume.close()
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from blockstore.volume.report import Prices, store_stats
 
     prices = Prices(args.price_storage, args.price_put, args.price_get)
-    volume = _open(args, read_only=True)
-    try:
+    with opened_volume(args, read_only=True) as volume:
         figures = store_stats(volume, prices)
-    finally:
-        volume.close()
     if args.json:
         _print_json(figures)
         return 0
@@ -329,7 +282,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         name: str, fn: Callable[[argparse.Namespace], int], text: str
     ) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=text, description=text)
-        _common(parser)
+        add_store_options(parser)
         parser.set_defaults(run=_runner(fn))
         return parser
 
