@@ -2,9 +2,10 @@
 
 Subclass `FileSystemContract` in a test module and provide the `fs_env` fixture: an
 object with ``async open(writable: bool) -> FileSystem`` where every session sees the
-same tree (what earlier sessions committed with ``close(True)``). Each test runs its
-own event loop, so no async pytest plugin is needed. Used by the store file system
-(tests/fs/test_store_fs.py) and available to the local one.
+same tree (what earlier sessions committed with ``close(True)``), such as a
+`ProviderEnv`. Each test runs its own event loop, so no async pytest plugin is needed.
+Used by the local and the store file systems (tests/fs/test_local_fs.py,
+tests/fs/test_store_fs.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,30 @@ from typing import Any, Protocol
 
 import pytest
 
-from rsyncd_py.fs.base import FileSystem, FsError, Stat
+from rsyncd_py.fs.base import FileSystem, FsError, FsProvider, Stat
 
 ODD_NAMES = [b"new\nline", b"\xff\xfe-latin1-\xe9", b"x" * 255, b"sp ace", b"-dash"]
 
 
 class FsEnv(Protocol):
     async def open(self, writable: bool) -> FileSystem: ...
+
+
+class ProviderEnv:
+    """An `FsEnv` over one provider, made on first use; `close` (at teardown) ends it."""
+
+    def __init__(self, make: Callable[[], FsProvider]) -> None:
+        self._make = make
+        self.provider: FsProvider | None = None
+
+    async def open(self, writable: bool) -> FileSystem:
+        if self.provider is None:
+            self.provider = self._make()
+        return await self.provider.open_session(writable=writable)
+
+    def close(self) -> None:
+        if self.provider is not None:
+            asyncio.run(self.provider.aclose())
 
 
 def async_test(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rsyncd_py.fs.base import FileSystem, FsError, Stat
+from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.fs.local import LocalFileSystem, LocalProvider
 from tests.fs.contract import (
     FileSystemContract,
+    ProviderEnv,
     async_test,
     dir_stat,
     expect_errno,
@@ -29,22 +31,21 @@ from tests.fs.contract import (
 IS_ROOT = os.geteuid() == 0
 
 
-class LocalEnv:
-    """Sessions of one `LocalProvider` over a temporary directory."""
+class LocalEnv(ProviderEnv):
+    """Sessions of one `LocalProvider` over the directory `root`."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__(lambda: LocalProvider(os.fsencode(root)))
         self.root = root
-        self.provider = LocalProvider(os.fsencode(root))
-
-    async def open(self, writable: bool) -> FileSystem:
-        return await self.provider.open_session(writable=writable)
 
 
 @pytest.fixture
-def fs_env(tmp_path: Path) -> LocalEnv:
+def fs_env(tmp_path: Path) -> Iterator[LocalEnv]:
     root = tmp_path / "root"
     root.mkdir()
-    return LocalEnv(root)
+    env = LocalEnv(root)
+    yield env
+    env.close()
 
 
 class TestLocalContract(FileSystemContract):

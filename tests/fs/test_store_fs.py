@@ -8,9 +8,9 @@ checkpoints, rollback on close(False), concurrent sessions rebasing, dedup.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +20,12 @@ from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
 from blockstore.volume import Volume, VolumeParams
 from rsyncd_py.fs import store as store_fs
-from rsyncd_py.fs.base import FileSystem, FsError
+from rsyncd_py.fs.base import FsError
 from rsyncd_py.fs.factory import StoreOptions
 from rsyncd_py.fs.store import StoreProvider
 from tests.fs.contract import (
     FileSystemContract,
+    ProviderEnv,
     async_test,
     dir_stat,
     expect_errno,
@@ -34,25 +35,8 @@ from tests.fs.contract import (
 )
 
 
-class ProviderEnv:
-    """Sessions from one `StoreProvider`, closed with the test."""
-
-    def __init__(self, make: object) -> None:
-        self._make = make
-        self.provider: StoreProvider | None = None
-
-    async def open(self, writable: bool) -> FileSystem:
-        if self.provider is None:
-            self.provider = self._make()  # type: ignore[operator]
-        return await self.provider.open_session(writable=writable)
-
-    def close(self) -> None:
-        if self.provider is not None:
-            asyncio.run(self.provider.aclose())
-
-
 @pytest.fixture(params=["memory", "localdir"])
-def fs_env(request: pytest.FixtureRequest, tmp_path: Path) -> ProviderEnv:
+def fs_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProviderEnv]:
     if request.param == "memory":
         env = ProviderEnv(lambda: StoreProvider(Volume(MemoryBackend())))
     else:
@@ -153,7 +137,7 @@ async def test_same_content_twice_is_stored_once(fs_env: ProviderEnv) -> None:
     fs = await fs_env.open(True)
     await write_file(fs, b"one", data)
     await fs.close(True)
-    assert fs_env.provider is not None
+    assert isinstance(fs_env.provider, StoreProvider)
     counters = fs_env.provider.volume.objects.counters
     stored = counters.bytes_new
     fs = await fs_env.open(True)
