@@ -218,51 +218,43 @@ class StoreFileSystem:
         self.writers.add(writer)
         return writer
 
+    async def _change(self, change: Callable[..., None], path: bytes, *args: Any) -> None:
+        """Run the transaction method `change(tx, path, *args)`; checkpoint if one is due."""
+        tx = self._writable(path)
+        await self.run(change, tx, path, *args)
+        await self.after_operation()
+
     @fs_errors()
     async def mkdir(self, path: bytes, st: Stat) -> None:
-        tx = self._writable(path)
-        await self.run(tx.mkdir, path, to_entry(_basename(path), st))
-        await self.after_operation()
+        await self._change(Transaction.mkdir, path, to_entry(path, st))
 
     @fs_errors()
     async def symlink(self, path: bytes, st: Stat) -> None:
-        tx = self._writable(path)
         if st.link_target is None:
             raise FsError(errno.EINVAL, "symlink without a target", path)
-        await self.run(tx.put_special, path, to_entry(_basename(path), st))
-        await self.after_operation()
+        await self._change(Transaction.put_special, path, to_entry(path, st))
 
     @fs_errors()
     async def mknod(self, path: bytes, st: Stat) -> None:
-        tx = self._writable(path)
-        await self.run(tx.put_special, path, to_entry(_basename(path), st))
-        await self.after_operation()
+        await self._change(Transaction.put_special, path, to_entry(path, st))
 
     @fs_errors()
     async def link(self, path: bytes, existing: bytes) -> None:
-        tx = self._writable(path)
         self._writable(existing)
-        await self.run(tx.link, path, existing)
-        await self.after_operation()
+        await self._change(Transaction.link, path, existing)
 
     @fs_errors()
     async def set_stat(self, path: bytes, st: Stat) -> None:
-        tx = self._writable(path)
-        await self.run(tx.set_meta, path, to_entry(_basename(path), st))
-        await self.after_operation()
+        await self._change(Transaction.set_meta, path, to_entry(path, st))
 
     @fs_errors()
     async def rename(self, old: bytes, new: bytes) -> None:
-        tx = self._writable(new)
-        self._writable(old)
-        await self.run(tx.rename, old, new)
-        await self.after_operation()
+        self._writable(new)
+        await self._change(Transaction.rename, old, new)
 
     @fs_errors()
     async def remove(self, path: bytes) -> None:
-        tx = self._writable(path)
-        await self.run(tx.remove, path)
-        await self.after_operation()
+        await self._change(Transaction.remove, path)
 
     @fs_errors()
     async def close(self, success: bool) -> None:
@@ -304,10 +296,6 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         libc.mallopt(_M_ARENA_MAX, arenas)
     except (OSError, AttributeError):
         pass
-
-
-def _basename(path: bytes) -> bytes:
-    return path.rpartition(b"/")[2]
 
 
 class StoreProvider:

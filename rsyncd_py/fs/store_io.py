@@ -73,8 +73,9 @@ def to_stat(entry: TreeEntry) -> Stat:
     return Stat(entry.mode, entry.size, link_key=link_key, **entry.attrs())
 
 
-def to_entry(name: bytes, st: Stat) -> TreeEntry:
-    """The tree entry (without content) for `st`."""
+def to_entry(path: bytes, st: Stat) -> TreeEntry:
+    """The tree entry (without content) for `st`, named after `path`'s last component."""
+    name = path.rpartition(b"/")[2]
     attrs = st.attrs()
     attrs["xattrs"] = tuple(st.xattrs)  # a role may hand a list; entries compare as tuples
     return TreeEntry(name, st.mode, **attrs)
@@ -222,7 +223,7 @@ class StoreFileWriter:
             batch, self._batch = self._batch, bytearray()
             # the last batch, finish and the namespace update in one executor job: each
             # hop costs GIL hand-offs, and a push of small files pays them per file
-            entry = to_entry(self._path.rpartition(b"/")[2], st)
+            entry = to_entry(self._path, st)
             await self._fs.run(self._finish, batch, entry, st.size)
         except BaseException:
             await self.abort()
