@@ -134,8 +134,8 @@ class PackIndex:
         self._packs: list[PackInfo] = []
         self._live_by_name: dict[str, int] = {}  # pack name -> number, packs not deleted
         self.needs_rebuild = False
-        with self._locked(exclusive=True):
-            self.needs_rebuild = self._dirty_from_earlier_boot()
+        with self._locked(exclusive=True):  # opening may already have asked for a rebuild
+            self.needs_rebuild = self.needs_rebuild or self._dirty_from_earlier_boot()
 
     # -- locking and (re)opening ------------------------------------------------------------
 

@@ -85,3 +85,18 @@ def test_bytes_per_entry_stay_under_60(tmp_path: Path) -> None:
     assert 0.7 < total / capacity <= 0.92
     assert (size - HEADER_SIZE - 4096 * SLOT_SIZE) / total < 60
     index.close()
+
+
+def test_table_of_another_format_is_replaced_and_needs_a_rebuild(tmp_path: Path) -> None:
+    index = PackIndex(tmp_path)
+    index.insert([(0, ident(1), 0, 1)], 1)
+    index.sync()
+    index.close()
+    slots = tmp_path / "slots"
+    raw = bytearray(slots.read_bytes())
+    raw[:8] = b"RPIDX001"  # a table written by an older release
+    slots.write_bytes(bytes(raw))
+    reopened = PackIndex(tmp_path)
+    assert reopened.needs_rebuild
+    assert reopened.lookup(0, ident(1)) is None  # the old table is gone until rebuilt
+    reopened.close()
