@@ -64,6 +64,7 @@ class SendEntry:
     entry: FileEntry
     path: bytes  # root-relative path in the FileSystem
     st: Stat
+    hlink_key: object | None = None  # -H: entries with the same key are one inode
 
 
 # flist.c's "missing" entry for --delete-missing-args: mode 0 tells the generator to delete
@@ -108,6 +109,7 @@ class FileListBuilder:
         self.total_size = 0
         self._last_implied: list[bytes] = []
         self._base = b""
+        self._inodes: dict[object, int] = {}  # -H below protocol 30: link_key -> inode number
 
     # --- flist.c send_file_list -------------------------------------------------------
 
@@ -307,7 +309,7 @@ class FileListBuilder:
         entry = self._make_entry(name, st, flags)
         if self.options.checksum_len and st.is_file():
             entry.checksum = await self._file_checksum(path)
-        sent = SendEntry(entry, path, st)
+        sent = SendEntry(entry, path, st, self._hlink_key(entry, st))
         self.entries.append(sent)
         if st.is_file() or st.is_symlink():
             self.total_size += entry.size
@@ -346,6 +348,28 @@ class FileListBuilder:
             link_target=st.link_target if stat_mod.S_ISLNK(mode) else None,
             flags=flags,
         )
+
+    def _hlink_key(self, entry: FileEntry, st: Stat) -> object | None:
+        """make_file's tmp_dev/tmp_ino: what -H groups `entry` by, or None.
+
+        From protocol 28 every non-directory with several names (a `link_key`); below,
+        every regular file. Below protocol 30 the key travels as a dev/inode pair: a
+        number per key stands for the inode (the client only compares them).
+        """
+        opts = self.options
+        if not opts.preserve_hard_links:
+            return None
+        if opts.protocol >= 28:
+            if st.is_dir() or st.link_key is None:
+                return None
+            key = st.link_key
+        elif not st.is_file():
+            return None
+        else:
+            key = st.link_key if st.link_key is not None else ("alone", entry.name)
+        if opts.protocol < 30:
+            entry.dev_ino = (1, self._inodes.setdefault(key, len(self._inodes) + 1))
+        return key
 
     async def _file_checksum(self, path: bytes) -> bytes:
         """checksum.c file_checksum: the -c digest (the recorded one when there is one)."""

@@ -73,15 +73,12 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 T = TypeVar("T")
 
 # Options the sender refuses (rsync's "The server does not support --X" text, exit 1):
-# - symlink following: referents may lie outside the served tree (an absolute target
-#   names a path on the machine that was backed up);
-# - hard links: the file list would need their groups, which this sender does not
-#   produce yet.
+# symlink following: referents may lie outside the served tree (an absolute target
+# names a path on the machine that was backed up).
 UNSUPPORTED_WHEN_SENDING = (
     "copy-links",
     "copy-dirlinks",
     "copy-unsafe-links",
-    "hard-links",
 )
 
 
@@ -177,7 +174,9 @@ class Sender:
             implied_dirs=bool(opts.implied_dirs),
             filters=self._filter_set(rules),
             emit=lambda sent: wire.write(
-                encoder.encode(sent.entry, acl=sent.st.acl, xattrs=sent.st.xattrs)
+                encoder.encode(
+                    sent.entry, hlink_key=sent.hlink_key, acl=sent.st.acl, xattrs=sent.st.xattrs
+                )
             ),
             recorded_digest=recorded_digest,
             file_checksum=neg.file_checksum,
