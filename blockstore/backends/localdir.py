@@ -28,6 +28,7 @@ the OS text, anything else -> StoreError carrying the OS errno.
 
 from __future__ import annotations
 
+import builtins  # `list` is also a Backend method: annotations inside the class need this
 import contextlib
 import errno
 import os
@@ -161,7 +162,9 @@ class LocalDirBackend(Backend):
             if key.startswith(prefix):
                 yield key, size
 
-    def _walk(self, path: Path, relative: str, partial: str, found: list[tuple[str, int]]) -> None:
+    def _walk(
+        self, path: Path, relative: str, partial: str, found: builtins.list[tuple[str, int]]
+    ) -> None:
         """Append every object below `path` whose name could match `partial` to `found`."""
         try:
             entries = list(os.scandir(path))

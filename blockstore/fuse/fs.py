@@ -38,7 +38,7 @@ import logging
 import os
 import stat as stat_mod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pyfuse3
@@ -75,7 +75,7 @@ def fuse_errno(exc: BaseException) -> int:
     return errno.EIO
 
 
-def _handler(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+def _handler(fn: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Make a request handler raise nothing but FUSEError (see the module docstring)."""
 
     @functools.wraps(fn)

@@ -36,6 +36,7 @@ pack not yet uploaded); the bytes stay in their pack until gc repacks it. The ke
 
 from __future__ import annotations
 
+import builtins  # `list` is also a Backend method: annotations inside the class need this
 import hashlib
 import logging
 import queue
@@ -444,8 +445,8 @@ class PackLayer(Layer):
         self.index.sync()
         return len(packs)
 
-    def _index_packs(self, packs: list[tuple[str, int]]) -> None:
-        def load(item: tuple[str, int]) -> tuple[str, int, int, list[Any]]:
+    def _index_packs(self, packs: builtins.list[tuple[str, int]]) -> None:
+        def load(item: tuple[str, int]) -> tuple[str, int, int, builtins.list[Any]]:
             name, size = item
             created, entries = read_trailer(self.inner, name, size)
             return name, size, created, entries
@@ -469,7 +470,7 @@ class PackLayer(Layer):
         for number in numbers:
             self.index.remove_pack(number)
 
-    def packs(self) -> list[PackInfo]:
+    def packs(self) -> builtins.list[PackInfo]:
         """The packs in the index (not deleted)."""
         return [info for info in self.index.packs() if not info.deleted]
 

@@ -100,18 +100,20 @@ class StreamChunker:
         return self._cut(final=True) if self._buf else []
 
     def _cut(self, *, final: bool) -> list[bytes]:
+        view = memoryview(self._buf)
+        chunks, consumed = self._final_chunks(view, final)  # its chunk views die with it
+        view.release()  # no view of the buffer may remain when it is resized
+        del self._buf[:consumed]
+        return chunks
+
+    def _final_chunks(self, view: memoryview, final: bool) -> tuple[list[bytes], int]:
+        """Copies of the final chunks in `view` and the number of bytes they cover."""
         chunks: list[bytes] = []
         consumed = 0
-        size = len(self._buf)
-        view = memoryview(self._buf)
         for chunk in self._cdc.cut_buf(view):
             end = chunk.offset + chunk.length
-            if not final and end == size and chunk.length < self._max:
+            if not final and end == len(view) and chunk.length < self._max:
                 break  # the tail may still grow: carry it over
             chunks.append(bytes(chunk.data))
             consumed = end
-        # drop every view of the buffer before resizing it (bytearray refuses otherwise)
-        chunk = None
-        view.release()
-        del self._buf[:consumed]
-        return chunks
+        return chunks, consumed

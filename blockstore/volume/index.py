@@ -46,7 +46,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -207,7 +207,7 @@ class PackIndex:
         assert self._mm is not None
         return _Header(*_HEADER.unpack_from(self._mm))
 
-    def _set_header(self, **changes: int | bytes) -> None:
+    def _set_header(self, **changes: Any) -> None:
         assert self._mm is not None
         _HEADER.pack_into(self._mm, 0, *self._header()._replace(**changes))
 

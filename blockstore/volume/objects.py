@@ -51,9 +51,6 @@ class Content:
         return len(self.records) // record_dtype(self.height).itemsize
 
 
-EMPTY_CONTENT = Content(0)
-
-
 class FileType:
     """The file-type questions an entry with a `mode` (S_IFMT bits included) answers."""
 
@@ -250,7 +247,7 @@ def decode_tree(data: bytes, key: str) -> list[TreeEntry]:
     """Decode a tree object (`key` names it in errors); checks the name order."""
     d = Decoder(data, key, b"T")
     count = d.uvarint()
-    entries = []
+    entries: list[TreeEntry] = []
     previous = b""
     for _ in range(count):
         entry = decode_entry(d)

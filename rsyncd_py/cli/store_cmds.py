@@ -180,7 +180,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from blockstore.volume.fsck import fsck
 
     # --read-data must check the bucket's bytes, not a locally cached copy
-    options = {"cache_size": 0} if args.read_data else {}
+    options: dict[str, Any] = {"cache_size": 0} if args.read_data else {}
     with opened_volume(args, read_only=True, **options) as volume:
         report = fsck(volume, read_data=args.read_data, progress=_progress(args))
     if args.json:

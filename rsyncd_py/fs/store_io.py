@@ -20,7 +20,7 @@ import asyncio
 import errno
 import functools
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from blockstore.backend import StoreError
@@ -36,7 +36,7 @@ _T = TypeVar("_T")
 _Block = tuple[bytes | None, int, int]  # (block id or None for a hole, offset, length)
 
 
-_AsyncFn = Callable[_P, Awaitable[_T]]
+_AsyncFn = Callable[_P, Coroutine[Any, Any, _T]]
 
 
 def fs_errors(path_arg: int = 1) -> Callable[[_AsyncFn[_P, _T]], _AsyncFn[_P, _T]]:

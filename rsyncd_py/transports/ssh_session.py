@@ -153,7 +153,7 @@ class RsyncSession(asyncssh.SSHServerSession[bytes]):
         )
         log.info("start: %r%s", self._request, " (read-only key)" if read_only else "")
         started = time.monotonic()
-        status = ExitCode.RERR_SYNTAX
+        status: int = ExitCode.RERR_SYNTAX
         cancelled = False
         try:
             status = await self._dispatch(stream, read_only, log)
