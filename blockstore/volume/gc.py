@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from blockstore.backend import StoreError
-from blockstore.layers.pack import PackLayer, object_key
+from blockstore.layers.pack import PackLayer, object_bytes, object_key
 from blockstore.volume.blockid import HOLE_ID
 from blockstore.volume.index import PACK_BITS, PackInfo
 from blockstore.volume.volume import Volume
@@ -89,7 +89,7 @@ def gc(
     empty = [info for info in old if live_bytes.get(info.number, 0) == 0]
     sparse = [
         info for info in old
-        if 0 < live_bytes.get(info.number, 0) < repack_threshold * _data_size(info)
+        if 0 < live_bytes.get(info.number, 0) < repack_threshold * object_bytes(info)
     ]  # fmt: skip
     say(f"{len(dead)} objects unreferenced; {len(empty)} packs empty, {len(sparse)} to repack")
     report.deleted_packs = len(empty)
@@ -176,9 +176,3 @@ def _repack(pack: PackLayer, sparse: list[PackInfo]) -> None:
     for key in keys:
         pack.put(key, pack.get(key))
     pack.flush()
-
-
-def _data_size(info: PackInfo) -> int:
-    """Bytes of objects in a pack (its size without the trailer)."""
-    return info.size - info.count * 37 - 32
-
