@@ -164,6 +164,7 @@ class Catalog:
         return self._listed_at != float("-inf")
 
     def snapshot_cached(self, snapshot_id: str) -> Snapshot | None:
+        """The snapshot `snapshot_id` if it is listed already, else None (no I/O)."""
         with self._lock:
             return self._snapshots.get(snapshot_id)
 
@@ -176,6 +177,7 @@ class Catalog:
         return found
 
     def newest_time_ns(self) -> int:
+        """The commit time of the newest listed snapshot (0 if none): `.snapshots`' mtime."""
         with self._lock:
             return max((s.time_ns for s in self._snapshots.values()), default=0)
 
@@ -207,6 +209,7 @@ class Catalog:
     # -- link counts ---------------------------------------------------------------------
 
     def link_count_cached(self, view: View, group: int) -> int | None:
+        """`link_count` if `view`'s snapshot was counted already, else None (no I/O)."""
         with self._lock:
             counts = self._links.get(view.snapshot_id)
             return None if counts is None else max(1, counts.get(group, 1))

@@ -54,6 +54,7 @@ def empty_root(time_ns: int = 0) -> TreeEntry:
 
 
 def is_snapshot_id(text: str) -> bool:
+    """Whether `text` has the shape of a snapshot id (other keys under snapshots/ are not)."""
     return bool(_ID_RE.match(text))
 
 
@@ -71,6 +72,7 @@ def snapshot_time_ns(snapshot_id: str) -> int:
 
 
 def encode_snapshot(snap: Snapshot) -> bytes:
+    """The stored form of `snap` (see the module docstring)."""
     out = header(b"S")
     encode_entry(out, snap.root)
     put_svarint(out, snap.time_ns)
@@ -84,6 +86,7 @@ def encode_snapshot(snap: Snapshot) -> bytes:
 
 
 def decode_snapshot(snapshot_id: str, data: bytes) -> Snapshot:
+    """Parse a stored snapshot; CorruptObjectError naming its key if it is not one."""
     d = Decoder(data, SNAPSHOT_PREFIX + snapshot_id, b"S")
     root = decode_entry(d, root=True)
     if root.name or not root.is_dir():
@@ -112,13 +115,16 @@ class SnapshotStore:
         ]
 
     def load(self, snapshot_id: str) -> Snapshot:
+        """The snapshot `snapshot_id` (NotFoundError if gone, IntegrityError if damaged)."""
         return decode_snapshot(snapshot_id, self.backend.get(SNAPSHOT_PREFIX + snapshot_id))
 
     def all(self) -> Iterator[Snapshot]:
+        """Every snapshot, oldest first (one GET each)."""
         for snapshot_id in self.ids():
             yield self.load(snapshot_id)
 
     def latest(self) -> Snapshot | None:
+        """The newest snapshot, or None if there is none."""
         ids = self.ids()
         return self.load(ids[-1]) if ids else None
 
@@ -128,4 +134,5 @@ class SnapshotStore:
             raise FileExistsError(f"snapshot {snap.id} already exists")
 
     def delete(self, snapshot_id: str) -> None:
+        """Remove a snapshot object (its data stays until gc; deleting twice is no error)."""
         self.backend.delete(SNAPSHOT_PREFIX + snapshot_id)

@@ -65,6 +65,7 @@ class VolumeParams:
 
     @classmethod
     def from_config(cls, volume: Mapping[str, Any]) -> VolumeParams:
+        """Read a store's `config.volume` (defaults for what it does not say)."""
         return cls(
             chunk=ChunkParams.from_config(volume),
             pack_size=int(volume.get("pack_size", DEFAULT_PACK_SIZE)),
@@ -72,6 +73,7 @@ class VolumeParams:
         )
 
     def to_config(self) -> dict[str, Any]:
+        """The `config.volume` dict `init` records."""
         return {"chunker": self.chunk.to_config(), "pack_size": self.pack_size, "md5": self.md5}
 
 

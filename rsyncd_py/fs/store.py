@@ -90,12 +90,15 @@ class StoreFileSystem:
     # -- plumbing ------------------------------------------------------------------------
 
     def submit(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """Start `fn(*args)` on the provider's executor."""
         return asyncio.get_running_loop().run_in_executor(self._provider.executor, fn, *args)
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run `fn(*args)` on the provider's executor and wait for its result."""
         return await self.submit(fn, *args)
 
     def tx_put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None:
+        """Put a finished file into the session's transaction (on the executor)."""
         assert self.tx is not None
         self.tx.put_file(path, entry, written)
 
@@ -332,6 +335,7 @@ class StoreProvider:
         return StoreFileSystem(self, tx=tx)
 
     async def release_writer(self) -> None:
+        """A writable session ended; the last one to end releases the store lease."""
         async with self._lease_lock:
             self._writers -= 1
             if self._writers == 0:

@@ -82,6 +82,7 @@ def to_entry(path: bytes, st: Stat) -> TreeEntry:
 
 
 def check_path(path: bytes) -> list[bytes]:
+    """The components of a root-relative path; FsError(EINVAL) for '', '.', '..' or NUL."""
     parts = path.split(b"/") if path else []
     for part in parts:
         if part in (b"", b".", b"..") or b"\0" in part:

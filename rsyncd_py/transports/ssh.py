@@ -245,6 +245,7 @@ class SshServer:
         self._sessions.add(session)
 
     def release_slot(self, session: RsyncSession) -> None:
+        """`session` no longer counts against the limits."""
         self._sessions.discard(session)
 
 
@@ -350,10 +351,12 @@ class ClientConnection(asyncssh.SSHServer):
         return session
 
     def key_is_read_only(self) -> bool:
+        """Whether the key that authenticated carries the rsyncd-readonly option."""
         assert self._conn is not None
         return bool(self._conn.get_key_option(READ_ONLY_KEY_OPTION, False))
 
     def username(self) -> str:
+        """The user name the client authenticated as."""
         assert self._conn is not None
         return str(self._conn.get_extra_info("username"))
 
