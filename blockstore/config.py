@@ -25,7 +25,8 @@ from typing import Any
 from blockstore.backend import Backend, NotFoundError, StoreError
 
 CONFIG_KEY = "config"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every object carries a checksum (layers/compress.py)
+READABLE_VERSIONS = (1, 2)
 _MAGIC = "rsyncd-py block store"
 
 
@@ -121,10 +122,10 @@ class StoreConfig:
             if not isinstance(document, dict) or document.get("magic") != _MAGIC:
                 raise StoreError(f"{url}: not an rsyncd-py store (bad config object)")
             version = document["format_version"]
-            if version != FORMAT_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise StoreError(
                     f"{url}: store format version {version} is not supported "
-                    f"(this program reads version {FORMAT_VERSION})"
+                    f"(this program reads versions {', '.join(map(str, READABLE_VERSIONS))})"
                 )
             comp = document["compression"]
             enc = document["encryption"]

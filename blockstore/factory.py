@@ -207,7 +207,8 @@ def open_store(
         if keys.data_key is not None:
             node = EncryptLayer(node, keys.data_key)
         if config.compression.algorithm == "zstd":
-            node = CompressLayer(node, config.compression.level)
+            checksums = config.format_version >= 2  # format 1 objects carry none
+            node = CompressLayer(node, config.compression.level, checksums=checksums)
         if read_only:
             node = ReadOnlyLayer(node)
     except BaseException:

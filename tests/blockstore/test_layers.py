@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import xxhash
 
 from blockstore.backend import (
     IntegrityError,
@@ -25,7 +26,7 @@ from blockstore.backend import (
 from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store, open_store
 from blockstore.layers.cache import CacheLayer
-from blockstore.layers.compress import CompressLayer
+from blockstore.layers.compress import PROBE, CompressLayer
 from blockstore.layers.encrypt import OVERHEAD, EncryptLayer
 from blockstore.layers.fault import FaultLayer, FaultSpec
 from blockstore.layers.limit import LimitLayer
@@ -37,17 +38,52 @@ KEY, OTHER = "blocks/0123456789abcdef", "blocks/fedcba9876543210"
 # -- compress ---------------------------------------------------------------------------
 
 
-def test_compress_shrinks_or_stores_raw() -> None:
+@pytest.mark.parametrize("checksums", [True, False])
+def test_compress_shrinks_or_stores_raw(checksums: bool) -> None:
     inner = MemoryBackend()
-    layer = CompressLayer(inner, level=3)
+    layer = CompressLayer(inner, level=3, checksums=checksums)
     text, noise = b"the same line again\n" * 500, os.urandom(5000)
-    layer.put(KEY, text)
-    layer.put(OTHER, noise)
-    layer.put("blocks/00", b"")
+    # an incompressible start: the probe stores the whole object raw, text and all
+    mixed = os.urandom(PROBE) + text
+    for key, value in ((KEY, text), (OTHER, noise), ("blocks/00", b""), ("blocks/01", mixed)):
+        layer.put(key, value)
     assert len(inner.get(KEY)) < len(text) // 10
-    assert inner.get(OTHER) == b"\0" + noise  # does not shrink: raw, one byte of overhead
-    assert inner.get("blocks/00") == b"\0"
-    assert (layer.get(KEY), layer.get(OTHER), layer.get("blocks/00")) == (text, noise, b"")
+    if checksums:  # header, XXH3-64 of the plaintext, body
+        assert inner.get(OTHER) == b"\2" + xxhash.xxh3_64_digest(noise) + noise
+        assert inner.get("blocks/00") == b"\2" + xxhash.xxh3_64_digest(b"")
+        assert inner.get("blocks/01") == b"\2" + xxhash.xxh3_64_digest(mixed) + mixed
+    else:  # format 1: one header byte
+        assert inner.get(OTHER) == b"\0" + noise
+        assert inner.get("blocks/00") == b"\0"
+        assert inner.get("blocks/01") == b"\0" + mixed
+    assert [layer.get(k) for k in (KEY, OTHER, "blocks/00", "blocks/01")] == [
+        text, noise, b"", mixed
+    ]
+
+
+@pytest.mark.parametrize("compressible", [True, False])
+def test_compress_checksum_catches_a_flipped_byte(compressible: bool) -> None:
+    """Raw and zstd bodies alike: a flipped byte anywhere is an IntegrityError."""
+    inner = MemoryBackend()
+    layer = CompressLayer(inner)
+    value = b"line of text\n" * 5000 if compressible else os.urandom(50_000)
+    layer.put(KEY, value)
+    stored = inner.get(KEY)
+    for position in (0, 1, 9, len(stored) // 2, len(stored) - 1):
+        damaged = bytearray(stored)
+        damaged[position] ^= 0x01
+        inner.put(KEY, bytes(damaged))
+        with pytest.raises(IntegrityError, match=KEY):
+            layer.get(KEY)
+
+
+def test_compress_with_checksums_refuses_headers_without_one() -> None:
+    """In a format-2 store a checksum-less header is damage, not an old object."""
+    inner = MemoryBackend()
+    CompressLayer(inner, checksums=False).put(KEY, b"old format")
+    assert CompressLayer(inner, checksums=False).get(KEY) == b"old format"
+    with pytest.raises(IntegrityError, match="unknown compression header 0"):
+        CompressLayer(inner).get(KEY)
 
 
 @pytest.mark.parametrize("stored", [b"", b"\x07abc", b"\x01not a zstd frame", b"\x01(\xb5/\xfd"])

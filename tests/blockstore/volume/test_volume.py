@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
 import pytest
 
 from blockstore.backend import IntegrityError
+from blockstore.config import CONFIG_KEY
+from blockstore.factory import open_backend
+from blockstore.layers.compress import HEADER_RAW
 from blockstore.volume import VolumeParams
 from blockstore.volume.blocklist import INLINE_RECORDS
 from blockstore.volume.chunker import ChunkParams
@@ -195,7 +199,7 @@ def test_reads_inside_a_fetched_block_need_no_io(store: StoreHarness) -> None:
 
 
 def test_unencrypted_store_detects_a_flipped_byte_on_read(store: StoreHarness) -> None:
-    """Random data is stored raw (it does not compress): only the id check can notice."""
+    """Random data is stored raw (it does not compress): its checksum must notice."""
     store.create()
     volume = store.open()
     tx = volume.begin()
@@ -208,8 +212,31 @@ def test_unencrypted_store_detects_a_flipped_byte_on_read(store: StoreHarness) -
     raw[1000] ^= 0x01  # inside the first block's stored bytes
     packs[0].write_bytes(bytes(raw))
     fresh = store.open(state="fresh-state")  # no cached copy of the good block
-    with pytest.raises(IntegrityError, match="does not match its id"):
+    with pytest.raises(IntegrityError, match="does not match its checksum"):
         read(fresh, b"a")
+
+
+def test_a_format_1_store_is_read_and_written_in_its_own_format(store: StoreHarness) -> None:
+    """Objects without checksums (format 1) read back, and a flipped byte is still
+    caught, by re-hashing the id, as before format 2."""
+    store.create()
+    config = open_backend(store.url)
+    document = json.loads(config.get(CONFIG_KEY))
+    document["format_version"] = 1
+    config.put(CONFIG_KEY, json.dumps(document).encode())
+    volume = store.open()
+    tx = volume.begin()
+    put_file(tx, b"a", random_bytes(200_000, seed=5))
+    tx.commit()
+    store.close(volume)
+    packs = [p for p in (store.tmp_path / "store").rglob("*") if p.is_file() and "packs" in p.parts]
+    raw = bytearray(packs[0].read_bytes())
+    assert raw[0] == HEADER_RAW  # the first block: no checksum in a format-1 object
+    assert read(store.open(state="second"), b"a") == random_bytes(200_000, seed=5)
+    raw[1000] ^= 0x01
+    packs[0].write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="does not match its id"):
+        read(store.open(state="fresh-state"), b"a")
 
 
 def test_a_long_lived_reader_reads_a_snapshot_committed_after_it_opened(
