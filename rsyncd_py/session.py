@@ -50,8 +50,6 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 # Options this server refuses for now (rsync's "refuse options" text, exit 1).
 REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
-    "append",
-    "append-verify",
     "usermap",
     "groupmap",
     "chown",

@@ -127,13 +127,20 @@ class DeltaSender:
         )
 
     async def match_sums(
-        self, reader: FileReader, sums: BlockSums, recorded: bytes | None
+        self,
+        reader: FileReader,
+        sums: BlockSums,
+        recorded: bytes | None,
+        *,
+        skip: int = 0,
+        hash_skipped: bool = False,
     ) -> FsError | None:
         """Rsync match.c:match_sums: send the file's tokens and whole-file checksum.
 
         `recorded` is the whole-file checksum in wire order when the file system knows
-        it. Returns the read error that spoilt the file (already sent as a bad
-        checksum), or None.
+        it. --append: the first `skip` bytes are the client's already and are not sent;
+        they count in the checksum only with `hash_skipped` (--append-verify). Returns
+        the read error that spoilt the file (already sent as a bad checksum), or None.
         """
         self.encoder.start_file()
         hasher = None if recorded is not None else self.file_hasher()
@@ -149,6 +156,12 @@ class DeltaSender:
         try:
             async for chunk in reader.stream(STREAM_CHUNK):
                 take = chunk[: max(reader.size - sent, 0)]
+                if sent < skip and take:
+                    prefix = take[: skip - sent]
+                    if hasher is not None and hash_skipped:
+                        await _run(hasher.update, prefix)
+                    sent += len(prefix)
+                    take = take[len(prefix) :]
                 if take:
                     await self._write(await _run(job.feed, take))
                     sent += len(take)

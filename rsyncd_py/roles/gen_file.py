@@ -76,6 +76,9 @@ class FileRequests:
                 await self.g.finish_hard_link(entry, ndx, path, st)
                 self.g.send_success(ndx, up_to_date=True)
                 return
+            if self._appending() and st.size >= entry.size:
+                await self._skipped(entry, ndx)  # --append: nothing to add to it
+                return
             if t.do_xfers and not t.whole_file and st.size > 0:
                 try:
                     basis = await t.fs.open_read(path)
@@ -91,6 +94,10 @@ class FileRequests:
         finally:
             if basis is not None:
                 await basis.close()
+
+    def _appending(self) -> bool:
+        """--append/--append-verify, except in the redo (a normal transfer then)."""
+        return bool(self.g.t.append_mode) and not self.g.redo
 
     async def _skipped(self, entry: FileEntry, ndx: int) -> None:
         if self.g.hlinks is not None and is_hlinked(entry):
@@ -172,6 +179,8 @@ class FileRequests:
             redo=self.g.redo,
         )
         t.wire.write(pack_sum_head(head, t.protocol))
+        if self._appending():
+            return  # --append: the head says how much the receiver has; no sums
         batch = max(head.blength, (_SUMS_BATCH // head.blength) * head.blength)
         offset = 0
         while offset < size:

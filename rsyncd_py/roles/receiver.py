@@ -25,9 +25,11 @@ it frees a list only when all its transfers are in.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from rsyncd_py.fs.base import FileReader, FileWriter, FsError
+from rsyncd_py.fs.base import FileReader, FileWriter, FsError, Stat
 from rsyncd_py.protocol import checksums, tokens
 from rsyncd_py.protocol.buffer import ReceiveBuffer
 from rsyncd_py.protocol.constants import (
@@ -56,6 +58,7 @@ from rsyncd_py.roles.transfer import (
     PhaseDone,
     Redo,
     Transfer,
+    now_ns,
 )
 from rsyncd_py.wire import Log
 
@@ -179,8 +182,9 @@ class Receiver:
             writer = await t.fs.create(path)
         except FsError as exc:
             metadata.report_fs_error(t, exc, f"mkstemp {quote(path)} failed")
+        append = 0 if redoing else t.append_mode  # the redo is a normal transfer
         try:
-            ok, size = await self._receive_data(entry, head, basis, writer, path)
+            ok, size = await self._receive_data(entry, head, basis, writer, path, append=append)
         except BaseException:
             if writer is not None:
                 await writer.abort()
@@ -191,8 +195,8 @@ class Receiver:
         if writer is None:
             return False
         if not ok:
-            await writer.abort()
-            return self._failed_verification(ndx, entry, redoing)
+            retained = await self._retain_failed(writer, entry, current, size, path)
+            return self._failed_verification(ndx, entry, redoing, retained=retained)
         if current is not None and not current.is_file():
             current = None
         if current is not None and self.deleter.backups.enabled:
@@ -226,8 +230,15 @@ class Receiver:
         basis: FileReader | None,
         writer: FileWriter | None,
         path: bytes,
+        *,
+        append: int = 0,
     ) -> tuple[bool, int]:
-        """Rsync receiver.c:receive_data: apply the token stream; return (sum ok, size)."""
+        """Rsync receiver.c:receive_data: apply the token stream; return (sum ok, size).
+
+        With `append` (--append 1, --append-verify 2) the file's first
+        `head.basis_length` bytes are kept and the tokens add to them; only
+        --append-verify's checksum covers them.
+        """
         t = self.t
         neg = t.neg
         wire = t.wire
@@ -236,7 +247,13 @@ class Receiver:
         hasher = checksums.new_file_hasher(neg.checksum, protocol=t.protocol, seed=neg.seed)
         coalesce = neg.compression == "none"  # no history to feed: read matches in runs
         run_start = run_len = 0
-        size = 0
+        size = head.basis_length if append else 0
+        for offset in range(0, size, _MAX_RUN):  # --append: what the file has so far
+            kept = await self._read_basis(basis, offset, min(_MAX_RUN, size - offset), path)
+            if append == 2:
+                hasher.update(kept)
+            if writer is not None:
+                await self._write(writer, kept, path)
 
         async def flush_run() -> None:
             nonlocal run_len
@@ -318,19 +335,47 @@ class Receiver:
                 ExitCode.RERR_FILEIO,
             ) from exc
 
-    def _failed_verification(self, ndx: int, entry: FileEntry, redoing: bool) -> bool | None:
+    async def _retain_failed(
+        self,
+        writer: FileWriter,
+        entry: FileEntry,
+        current: Stat | None,
+        size: int,
+        path: bytes,
+    ) -> bool:
+        """receiver.c after a checksum mismatch: keep what arrived, or drop it.
+
+        --inplace (and so --append) writes into the file itself, and --partial without
+        a partial dir keeps the partial file in its place: either way rsync's file now
+        holds the data that failed, with the entry's attributes but not its mtime
+        (finish_transfer without ok_to_set_time: the writes made it "now"). Returns
+        whether it was kept.
+        """
+        t = self.t
+        if not (t.opts.inplace or (t.opts.keep_partial and not t.opts.partial_dir)):
+            await writer.abort()
+            return False
+        wanted = metadata.wanted_stat(t, entry, current, size=size, new_content=True)
+        try:
+            await writer.commit(replace(wanted, mtime_ns=now_ns()))
+        except FsError as exc:
+            metadata.report_fs_error(t, exc, f"rename {quote(path)} failed")
+        return True
+
+    def _failed_verification(
+        self, ndx: int, entry: FileEntry, redoing: bool, *, retained: bool
+    ) -> bool | None:
         """receiver.c: a checksum mismatch -- try once more (None), then give up (False)."""
         t = self.t
         name = t.display_name(entry).decode("utf-8", "surrogateescape")
+        kept = "retained" if retained else "discarded"
         if redoing:
-            t.wire.rprintf(
-                Log.ERROR_XFER, f"ERROR: {name} failed verification -- update discarded.\n"
-            )
+            t.wire.rprintf(Log.ERROR_XFER, f"ERROR: {name} failed verification -- update {kept}.\n")
             return False
         if t.name_level >= 1 or t.opts.stdout_format_has_i:
             t.wire.rprintf(
                 Log.WARNING,
-                f"WARNING: {name} failed verification -- update discarded (will try again).\n",
+                f"WARNING: {name} failed verification -- update {kept} (will try again).\n",
             )
         entry.flags |= FLAG_FILE_SENT
         t.to_generator.put_nowait(Redo(ndx))

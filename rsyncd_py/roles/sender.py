@@ -125,6 +125,9 @@ class Sender:
         )
         self.delta = DeltaSender(wire, neg, encoder)
         self.xfer_sum_len = checksums.digest_len(neg.checksum)
+        # --append (1) / --append-verify (2); below protocol 30 both verify (compat.c)
+        self.append_mode = 2 if opts.append_mode == 1 and neg.protocol < 30 else opts.append_mode
+        self._sent: set[int] = set()  # indexes sent once: a second request is the redo
         # the file list's encoder, kept for its ACL and xattr lists (-A/-X)
         self.flist_encoder = FlistEncoder(flist_options(opts, neg))
 
@@ -295,21 +298,38 @@ class Sender:
         return answer
 
     async def send_one(self, record: ItemRecord, sent: SendEntry, answer: bytes = b"") -> None:
-        """One transfer of send_files: receive_sums, open, echo, match_sums."""
+        """One transfer of send_files: receive_sums, open, echo, match_sums.
+
+        With --append (not in the redo of a file already sent) the client sends no
+        block sums: its copy is the first `basis_length` bytes, and only the rest goes.
+        """
+        appending = self.append_mode if record.ndx not in self._sent else 0
         head = await self._read(self._read_sum_head)
         width = 4 + head.s2length
-        raw = await self._read(lambda buf: buf.take(head.count * width)) if head.count else b""
-        sums = BlockSums.from_wire(head.count, head.blength, head.s2length, head.remainder, raw)
+        count = 0 if appending else head.count
+        raw = await self._read(lambda buf: buf.take(count * width)) if count else b""
+        sums = BlockSums.from_wire(count, head.blength, head.s2length, head.remainder, raw)
         reader = await self._open(record.ndx, sent)
         if reader is None:
             return
         try:
+            if appending and reader.size < sent.entry.size:
+                self.wire.rprintf(Log.WARNING, f"skipped diminished file: {_quoted(sent.path)}\n")
+                if self.protocol >= 30:
+                    self.wire.send_msg(MSG_NO_SEND, pack_int(record.ndx))
+                return
             self._echo(record, answer)
             self.wire.write(pack_sum_head(head, self.protocol))
-            recorded = recorded_digest(reader, self.neg.checksum) if self._unseeded() else None
-            failure = await self.delta.match_sums(reader, sums, recorded)
+            recorded = None
+            if self._unseeded() and appending != 1:  # --append sums only what it sends
+                recorded = recorded_digest(reader, self.neg.checksum)
+            skip = head.basis_length if appending else 0
+            failure = await self.delta.match_sums(
+                reader, sums, recorded, skip=skip, hash_skipped=appending == 2
+            )
         finally:
             await reader.close()
+        self._sent.add(record.ndx)
         if failure is not None:
             self.io_error |= IOERR_GENERAL
             self.wire.rprintf(

@@ -140,6 +140,12 @@ class Transfer:
         return ACCESSPERMS & ~self.umask
 
     @property
+    def append_mode(self) -> int:
+        """--append (1) or --append-verify (2); below protocol 30 both verify (compat.c)."""
+        mode = self.opts.append_mode
+        return 2 if mode == 1 and self.protocol < 30 else mode
+
+    @property
     def whole_file(self) -> bool:
         """-W, or a "none" transfer checksum; a remote transfer defaults to deltas."""
         return self.opts.whole_file > 0 or self.neg.checksum == "none"

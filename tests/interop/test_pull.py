@@ -27,7 +27,6 @@ from tests.interop.conftest import mutate_source
 
 # without -H the pulled copies of a hard-linked pair are separate files
 NOT_LINKED = {"ignore": {"links"}}
-REFUSED = "the server refuses {} (option not supported yet)"
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,6 @@ class PullCase:
     changed: bool = False  # the client holds the original tree, the server a changed one
     compare: dict[str, object] = field(default_factory=dict)
     gaps: dict[str, str] = field(default_factory=dict)  # target name -> strict xfail reason
-
-
-def both(reason: str) -> dict[str, str]:
-    return {"root": reason, "store": reason}
 
 
 DELTA_STATS = (
@@ -75,8 +70,10 @@ CASES = [
         "backup",
         ("-ai", "--backup", "--suffix=.bak"),
         changed=True,
-        gaps=both(REFUSED.format("--backup (-b)")),
+        compare={"dir_times": False},  # -b without --backup-dir implies -O (options.c)
     ),
+    PullCase("append", ("-ai", "--append", "--stats"), changed=True),
+    PullCase("append-verify", ("-ai", "--append-verify", "--stats"), changed=True),
     PullCase("compress", ("-aiz", "--stats"), changed=True),
     *(
         PullCase(f"compress-{name}", ("-ai", f"--zc={name}", "--stats"), changed=True)

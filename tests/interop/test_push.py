@@ -70,7 +70,7 @@ CASES = [
         "backup",
         ("-ai", "--backup", "--suffix=.bak"),
         changed=True,
-        gaps=both(REFUSED.format("--backup (-b)")),
+        compare={"dir_times": False},  # -b without --backup-dir implies -O (options.c)
     ),
     Case("max-delete", ("-ai", "--delete", "--max-delete=1"), changed=True),
     Case("compress", ("-aiz", "--stats")),
@@ -110,13 +110,8 @@ CASES = [
     Case("partial", ("-ai", "--partial"), changed=True),
     Case("partial-dir", ("-ai", "--partial-dir=.rsync-partial"), changed=True),
     Case("delay-updates", ("-ai", "--delay-updates"), changed=True),
-    Case("append", ("-ai", "--append"), changed=True, gaps=both(REFUSED.format("--append"))),
-    Case(
-        "append-verify",
-        ("-ai", "--append-verify"),
-        changed=True,
-        gaps=both(REFUSED.format("--append (sent for --append-verify)")),
-    ),
+    Case("append", ("-ai", "--append", "--stats"), changed=True, store=True),
+    Case("append-verify", ("-ai", "--append-verify", "--stats"), changed=True, store=True),
     Case(
         "link-dest",
         ("-ai", "--link-dest=../dst"),
