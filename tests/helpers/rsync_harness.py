@@ -197,6 +197,7 @@ async def filesystem_tree(fs: FileSystem, top: bytes) -> Tree:
             uid=st.uid,
             gid=st.gid,
             rdev=(os.major(st.rdev), os.minor(st.rdev)) if kind in ("chr", "blk") else None,
+            xattrs=tuple(x for x in st.xattrs if not x[0].startswith(b"system.")),
         )
         if st.link_key is not None:
             groups.setdefault(st.link_key, []).append(rel)

@@ -6,13 +6,13 @@ directories, relative/absolute/dangling symlinks, odd modes (0600/0755/4755),
 nanosecond, pre-1970 and far-future mtimes, hard links, a fifo (and a device node as
 root), and names rsync must carry byte-exactly (spaces, a newline, non-UTF-8 bytes, a
 leading dash, 255 bytes, 40 directory levels). The same seed gives the same bytes,
-names and times.
+names and times. `add_xattrs(root)` gives two of its files user xattrs (for -X tests).
 
 Every directory, the top one included, gets a time in the past: real rsync 3.2.7 does
 not set a directory's time when the source time falls in the current second
 (RsyncProject/rsync#802), which would make the oracle disagree with itself.
 
-`snapshot(root)` records everything rsync -a can transfer about each entry, keyed by
+`snapshot(root)` records everything rsync -aX can transfer about each entry, keyed by
 the path relative to `root` (``b"."`` is the root itself); `diff_trees(a, b)` lists the
 differences in words, so an assertion failure says what is wrong where.
 """
@@ -48,6 +48,7 @@ ALL_FIELDS = (
     "gid",
     "rdev",
     "links",
+    "xattrs",
 )
 
 
@@ -65,6 +66,7 @@ class Entry:
     gid: int = 0
     rdev: tuple[int, int] | None = None  # devices: (major, minor)
     links: tuple[bytes, ...] = ()  # other paths of the same inode (hard links), sorted
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()  # sorted, without system.* (ACLs)
     allocated: int = 0  # bytes of disk blocks (st_blocks * 512), for sparse checks
 
 
@@ -171,6 +173,12 @@ def build_varied_tree(root: Path, seed: int = 1, *, big: bool = True) -> Path:
     return root
 
 
+def add_xattrs(root: Path) -> None:
+    """Give two files of a varied tree user xattrs (rsync -X carries them, -a does not)."""
+    os.setxattr(root / "size-700", "user.origin", b"varied tree")
+    os.setxattr(root / "mode-600", "user.empty", b"")
+
+
 def write_file(path: Path, data: bytes, mtime_ns: int) -> None:
     """Write `data` to `path` and give it `mtime_ns` (for small scenario trees)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +210,14 @@ def _digest(path: bytes) -> str:
     return h.hexdigest()
 
 
+def _xattrs(path: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """The xattrs of `path` (not following a symlink), without the system.* namespace."""
+    names = [n for n in os.listxattr(path, follow_symlinks=False) if not n.startswith("system.")]
+    return tuple(
+        sorted((os.fsencode(n), os.getxattr(path, n, follow_symlinks=False)) for n in names)
+    )
+
+
 def snapshot(root: Path | bytes) -> Tree:
     """Return every entry under `root` (without following symlinks), keyed by relative path."""
     base = os.fsencode(root)
@@ -223,6 +239,7 @@ def snapshot(root: Path | bytes) -> Tree:
             gid=st.st_gid,
             rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in ("chr", "blk") else None,
             allocated=st.st_blocks * 512,
+            xattrs=_xattrs(full),
         )
         tree[rel] = entry
         if kind == "file" and st.st_nlink > 1:

@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers.moto_server import MotoS3
 from tests.helpers.rsync_harness import RsyncHarness, Target, assert_equivalent
-from tests.helpers.trees import build_varied_tree, snapshot
+from tests.helpers.trees import add_xattrs, build_varied_tree, snapshot
 from tests.interop.conftest import TARGETS, make_target, mutate_source, seed_destination
 
 
@@ -187,6 +187,7 @@ def test_push(
     if not ours.knows_allocation:
         compare.pop("holes", None)
     oracle = h.oracle()
+    add_xattrs(h.client_dir / "src")  # every case shows whether xattrs travel (-X) or not
     for name, data in case.files.items():
         (h.client_dir / name).write_bytes(data)
     if case.changed or case.seeded:
