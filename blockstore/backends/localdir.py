@@ -19,6 +19,9 @@ Theory of operation:
 * Temp files are named ``<pid>-<random>``; opening a writable backend removes those
   whose process is gone (a crash mid-put), and never those of a live process, because
   a read-only FUSE view and a server may open the same directory at once.
+* Range reads of content-named files (a pull reads a pack in thousands of pieces) share
+  one open descriptor per file, from a small LRU (`_OpenFiles`); `put` and `delete`
+  through this backend drop the key's descriptor first.
 * Listing walks the tree below the longest directory the prefix names, then sorts.
   Key names are restricted by `check_key`, so no key can name a path outside ROOT.
 
@@ -35,7 +38,10 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from blockstore.backend import (
@@ -80,6 +86,81 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@dataclass(slots=True, eq=False)
+class _Handle:
+    """An open file: its descriptor, size and readers; `cached` while `_OpenFiles` holds it."""
+
+    fd: int
+    size: int
+    users: int = 0
+    cached: bool = False
+
+
+class _OpenFiles:
+    """Read descriptors of content-named files, kept open: a bounded LRU, thread-safe.
+
+    A content-named object never changes (its name is its content), so one descriptor
+    serves every range read of it: a pull reads a pack in thousands of pieces, and
+    opening, stat-ing and closing the file each time cost more than the read. Other
+    files are opened per read. A handle evicted or forgotten (the key was deleted or put
+    again) while a read is using it is closed by that read.
+    """
+
+    def __init__(self, opener: Callable[[str], tuple[int, int]], capacity: int = 32) -> None:
+        self._opener = opener
+        self._capacity = capacity
+        self._open: OrderedDict[str, _Handle] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> _Handle:
+        """An open handle of `key` (hand it back with `release`); raises as `get` would."""
+        with self._lock:
+            handle = self._open.get(key)
+            if handle is not None:
+                self._open.move_to_end(key)
+                handle.users += 1
+                return handle
+        handle = _Handle(*self._opener(key), users=1)
+        if not _fans_out(key.rpartition("/")[2]):
+            return handle
+        with self._lock:
+            if key in self._open:  # another thread opened it meanwhile: keep one
+                os.close(handle.fd)
+                handle = self._open[key]
+                handle.users += 1
+                return handle
+            handle.cached = True
+            self._open[key] = handle
+            while len(self._open) > self._capacity:
+                self._drop(self._open.popitem(last=False)[1])
+        return handle
+
+    def release(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.users -= 1
+            if not handle.cached and not handle.users:
+                os.close(handle.fd)
+
+    def forget(self, key: str) -> None:
+        """Stop sharing the descriptor of `key` (it is being replaced or deleted)."""
+        with self._lock:
+            handle = self._open.pop(key, None)
+            if handle is not None:
+                self._drop(handle)
+
+    def close(self) -> None:
+        with self._lock:
+            while self._open:
+                self._drop(self._open.popitem()[1])
+
+    @staticmethod
+    def _drop(handle: _Handle) -> None:
+        """Take `handle` out of the cache (caller holds the lock); close it if idle."""
+        handle.cached = False
+        if not handle.users:
+            os.close(handle.fd)
+
+
 class LocalDirBackend(Backend):
     """Objects as files under `root` (see the module docstring for layout and guarantees).
 
@@ -91,6 +172,7 @@ class LocalDirBackend(Backend):
         self._root = Path(root)
         self._tmp = self._root / TMP_DIR
         self._durable = durable
+        self._handles = _OpenFiles(self._open)
         if not read_only:
             self._sweep_temp_files()
 
@@ -127,20 +209,26 @@ class LocalDirBackend(Backend):
             raise _store_error(exc, "get", key) from exc
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
-        path = self._path(key)
+        handle = self._handles.acquire(key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _store_error(exc, "get", key) from exc
-        try:
-            size = os.fstat(fd).st_size
-            length = max(0, min(length, size - offset))
-            data = os.pread(fd, length, offset) if length else b""
+            length = max(0, min(length, handle.size - offset))
+            return os.pread(handle.fd, length, offset) if length else b""
         except OSError as exc:
             raise _store_error(exc, "get", key) from exc
         finally:
+            self._handles.release(handle)
+
+    def _open(self, key: str) -> tuple[int, int]:
+        """(descriptor, size) of the file of `key`, opened for reading."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _store_error(exc, "get", key) from exc
+        try:
+            return fd, os.fstat(fd).st_size
+        except OSError as exc:
             os.close(fd)
-        return data
+            raise _store_error(exc, "get", key) from exc
 
     def exists(self, key: str) -> bool:
         try:
@@ -184,6 +272,9 @@ class LocalDirBackend(Backend):
             elif entry.is_file(follow_symlinks=False):
                 found.append((self._key_for(relative, name), entry.stat().st_size))
 
+    def close(self) -> None:
+        self._handles.close()
+
     # -- writes ----------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
@@ -196,6 +287,7 @@ class LocalDirBackend(Backend):
             raise _store_error(exc, "put", key) from exc
         finally:
             self._discard(temp)  # gone already after a successful rename
+            self._handles.forget(key)
         self._sync_dir(path.parent, key)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -216,6 +308,7 @@ class LocalDirBackend(Backend):
         return True
 
     def delete(self, key: str) -> None:
+        self._handles.forget(key)
         try:
             os.unlink(self._path(key))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
