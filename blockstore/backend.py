@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -132,6 +132,16 @@ class Backend(ABC):
         (compression, encryption) implements this by reading the whole object.
         """
 
+    def get_many(self, keys: Sequence[str]) -> list[bytes]:
+        """Return the whole objects `keys` names, in order (a key may repeat).
+
+        Raises as `get` would for a key that fails (for which one, when several do, is
+        unspecified). A backend or layer that can
+        fetch several objects in fewer requests overrides this (the pack layer reads
+        adjacent objects of one pack with one range read); the default asks for each.
+        """
+        return [self.get(key) for key in keys]
+
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key`, replacing any existing object atomically."""
@@ -180,6 +190,9 @@ class Layer(Backend):
     """A backend that wraps `inner` and, by default, passes every call through.
 
     Subclasses override only what they change (restic's embedding, zarr's WrapperStore).
+    The exception is `get_many`: by default it goes through this layer's own `get` per
+    key, so a layer that transforms objects is right without knowing of it; a layer
+    overrides it to hand whole batches down (`inner.get_many`, transformed or not).
     """
 
     def __init__(self, inner: Backend) -> None:

@@ -25,6 +25,7 @@ its own.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import xxhash
 import zstandard
@@ -118,6 +119,10 @@ class CompressLayer(Layer):
 
     def get(self, key: str) -> bytes:
         return self.decode(key, self.inner.get(key))
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes]:
+        stored = self.inner.get_many(keys)
+        return [self.decode(key, data) for key, data in zip(keys, stored, strict=True)]
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         return self.get(key)[offset : offset + length]

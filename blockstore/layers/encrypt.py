@@ -13,6 +13,7 @@ call and safe to share between threads.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -67,6 +68,10 @@ class EncryptLayer(Layer):
 
     def get(self, key: str) -> bytes:
         return self.open(key, self.inner.get(key))
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes]:
+        stored = self.inner.get_many(keys)
+        return [self.open(key, data) for key, data in zip(keys, stored, strict=True)]
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         return self.get(key)[offset : offset + length]

@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,33 @@ _VERSION = 1
 _TRAILER_GUESS = 64 << 10
 
 log = logging.getLogger(__name__)
+
+
+_Piece = tuple[str, tuple[int, bytes], int, int | None]  # key, (kind, id), start, length
+SPAN_GAP = 256 << 10  # read through a gap this small rather than make another request
+SPAN_LIMIT = 16 << 20  # bytes read at once at most (a pack's size)
+
+
+def _spans(
+    wanted: list[tuple[int, int, int]],
+) -> Iterator[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Group (pack offset, length, tag) pieces of one pack into spans worth one read.
+
+    Yields (start, end, members): pieces sorted by offset, joined while the gap to the
+    next is at most SPAN_GAP and the span stays within SPAN_LIMIT (a file's blocks are
+    mostly consecutive in their packs, so a run of them becomes one range read).
+    """
+    wanted.sort()
+    start, end = wanted[0][0], wanted[0][0] + wanted[0][1]
+    members = [wanted[0]]
+    for piece in wanted[1:]:
+        begin, length, _tag = piece
+        if begin - end > SPAN_GAP or max(end, begin + length) - start > SPAN_LIMIT:
+            yield start, end, members
+            start, end, members = begin, begin + length, []
+        end = max(end, begin + length)
+        members.append(piece)
+    yield start, end, members
 
 
 def parse_key(key: str) -> tuple[int, bytes] | None:
@@ -319,46 +346,106 @@ class PackLayer(Layer):
         parsed = self._packed(key)
         if parsed is None:
             return self.inner.get(key)
-        return self._read(key, parsed, 0, None)
+        return self._read([(key, parsed, 0, None)])[0]
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         parsed = self._packed(key)
         if parsed is None:
             return self.inner.get_range(key, offset, length)
-        return self._read(key, parsed, offset, length)
+        return self._read([(key, parsed, offset, length)])[0]
 
-    def _read(self, key: str, parsed: tuple[int, bytes], start: int, length: int | None) -> bytes:
+    def get_many(self, keys: Sequence[str]) -> list[bytes]:
+        """The objects `keys` names; neighbours in one pack come in one range read."""
+        out = [b""] * len(keys)
+        packed: list[int] = []
+        pieces: list[_Piece] = []
+        others: list[int] = []
+        for i, key in enumerate(keys):
+            parsed = self._packed(key)
+            if parsed is None:
+                others.append(i)
+            else:
+                packed.append(i)
+                pieces.append((key, parsed, 0, None))
+        if others:
+            found = self.inner.get_many([keys[i] for i in others])
+            for i, data in zip(others, found, strict=True):
+                out[i] = data
+        for i, data in zip(packed, self._read(pieces), strict=True):
+            out[i] = data
+        return out
+
+    def _read(self, pieces: list[_Piece]) -> list[bytes]:
+        """The bytes of each (key, parsed key, start, length or None for the rest).
+
+        Objects not uploaded yet come from memory; the others are located in the index
+        under one lock and read in spans (`_spans`). A miss, or a pack gone from the
+        bucket, syncs the index once and tries again.
+        """
+        out: list[bytes] = [b""] * len(pieces)
+        todo = list(range(len(pieces)))
         began = time.monotonic()
+        lost: dict[int, str] = {}  # piece -> the name of its pack, gone from the bucket
         for attempt in range(2):
             with self._lock:
-                pending = self._pending.get(key)
-            if pending is not None:
-                data = pending[1]
-                return bytes(data[start : None if length is None else start + length])
-            found = self.index.lookup(*parsed)
-            if found is None and not attempt:
-                self._sync_unless_since(began)  # written by another process since we looked?
-                continue
-            if found is None:
-                raise NotFoundError(f"{key}: not found", key=key)
-            number, offset, size = found
-            info = self.index.pack(number)
+                pending = [self._pending.get(pieces[i][0]) for i in todo]
+            unsent = [i for i, held in zip(todo, pending, strict=True) if held is None]
+            for i, held in zip(todo, pending, strict=True):
+                if held is not None:
+                    _key, _parsed, start, length = pieces[i]
+                    out[i] = bytes(held[1][start : None if length is None else start + length])
+            found = self.index.lookup_many([pieces[i][1] for i in unsent]) if unsent else []
+            missing = [i for i, where in zip(unsent, found, strict=True) if where is None]
+            located = [
+                (where, i) for i, where in zip(unsent, found, strict=True) if where is not None
+            ]
+            lost = self._read_located(located, pieces, out)
+            todo = missing + list(lost)
+            if not todo:
+                return out
+            if not attempt:
+                if lost:
+                    self.sync_from_bucket()  # repacked elsewhere? learn the new locations
+                else:
+                    self._sync_unless_since(began)  # written by another process since?
+        key = pieces[todo[0]][0]
+        if todo[0] in lost:
+            raise IntegrityError(f"{key}: its pack {lost[todo[0]]} is missing", key=key)
+        raise NotFoundError(f"{key}: not found", key=key)
+
+    def _read_located(
+        self,
+        located: list[tuple[tuple[int, int, int], int]],
+        pieces: list[_Piece],
+        out: list[bytes],
+    ) -> dict[int, str]:
+        """Fill `out` for pieces found at (pack, offset, size); return those whose pack is gone.
+
+        The result maps each such piece to its pack's name.
+        """
+        lost: dict[int, str] = {}
+        by_pack: dict[int, list[tuple[int, int, int]]] = {}
+        for (number, offset, size), i in located:
+            _key, _parsed, start, length = pieces[i]
             want = size - start if length is None else max(0, min(length, size - start))
-            if want <= 0:
-                return b""
-            try:
-                data = self.inner.get_range(PACK_PREFIX + info.name, offset + start, want)
-            except NotFoundError:
-                if attempt:
-                    raise IntegrityError(
-                        f"{key}: its pack {info.name} is missing", key=key
-                    ) from None
-                self.sync_from_bucket()  # repacked elsewhere? learn the new location
-                continue
-            if len(data) != want:
-                raise IntegrityError(f"{key}: pack {info.name} is truncated", key=key)
-            return data
-        raise AssertionError("unreachable")
+            if want > 0:
+                by_pack.setdefault(number, []).append((offset + start, want, i))
+        for number, wanted in by_pack.items():
+            info = self.index.pack(number)
+            for span_start, span_end, members in _spans(wanted):
+                try:
+                    data = self.inner.get_range(
+                        PACK_PREFIX + info.name, span_start, span_end - span_start
+                    )
+                except NotFoundError:
+                    lost.update((i, info.name) for _begin, _want, i in wanted)
+                    break
+                if len(data) != span_end - span_start:
+                    key = pieces[members[0][2]][0]
+                    raise IntegrityError(f"{key}: pack {info.name} is truncated", key=key)
+                for begin, want, i in members:
+                    out[i] = data[begin - span_start : begin - span_start + want]
+        return lost
 
     def exists(self, key: str) -> bool:
         parsed = self._packed(key)

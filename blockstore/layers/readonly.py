@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from blockstore.backend import Layer, ReadOnlyError
 
 
 class ReadOnlyLayer(Layer):
     """Pass reads through; raise ReadOnlyError for put, put_if_absent and deletes."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes]:
+        return self.inner.get_many(keys)
 
     @staticmethod
     def _refuse(action: str, key: str | None) -> ReadOnlyError:

@@ -43,7 +43,7 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -67,6 +67,7 @@ _MAGIC = b"RPIDX002"  # 002: homes mix both ends of the id
 _PACK = struct.Struct("<32sQQII8x")  # name, size, created ns, count, flags
 PACK_DELETED = 1
 _GEN = struct.Struct("<8sQ")
+_LOCATION = struct.Struct("<III")  # a slot after its id: offset, length, packword
 
 
 class _Header(NamedTuple):
@@ -257,13 +258,24 @@ class PackIndex:
 
     def lookup(self, kind: int, ident: bytes) -> tuple[int, int, int] | None:
         """(pack number, offset, length) of an object, or None."""
+        return self.lookup_many([(kind, ident)])[0]
+
+    def lookup_many(
+        self, objects: Sequence[tuple[int, bytes]]
+    ) -> list[tuple[int, int, int] | None]:
+        """`lookup` of every (kind, id) of `objects`, under one lock (a run of blocks)."""
+        found: list[tuple[int, int, int] | None] = []
         with self._locked(exclusive=False):
-            pos = self._locate(kind, ident)
-            if pos < 0:
-                return None
-            assert self._mm is not None
-            offset, length, word = struct.unpack_from("<III", self._mm, pos + 32)
-            return word & MAX_PACKS, offset, length
+            mm = self._mm
+            assert mm is not None
+            for kind, ident in objects:
+                pos = self._locate(kind, ident)
+                if pos < 0:
+                    found.append(None)
+                    continue
+                offset, length, word = _LOCATION.unpack_from(mm, pos + 32)
+                found.append((word & MAX_PACKS, offset, length))
+        return found
 
     # -- changes ----------------------------------------------------------------------------
 

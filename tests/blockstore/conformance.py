@@ -124,6 +124,18 @@ class BackendConformance:
         assert backend.get("lease") == b"second owner, longer"
         assert listed(backend) == ["lease"]
 
+    def test_get_many(self, backend: Backend) -> None:
+        objects = {key: payload(300 * i + 1, seed=i) for i, key in enumerate(BLOCK_KEYS)}
+        objects["snapshots/s1"] = b"a control object"
+        for key, value in objects.items():
+            backend.put(key, value)
+        keys = [*reversed(BLOCK_KEYS), "snapshots/s1", BLOCK_KEYS[3], BLOCK_KEYS[3]]
+        assert backend.get_many(keys) == [objects[key] for key in keys]
+        assert backend.get_many([]) == []
+        backend.delete(BLOCK_KEYS[5])
+        with pytest.raises(NotFoundError):
+            backend.get_many([BLOCK_KEYS[4], BLOCK_KEYS[5]])
+
     def test_put_if_absent(self, backend: Backend) -> None:
         assert backend.put_if_absent(BLOCK_KEYS[3], b"one") is True
         assert backend.put_if_absent(BLOCK_KEYS[3], b"two") is False

@@ -188,3 +188,44 @@ def test_put_blocks_when_the_upload_queue_is_full(tmp_path: Path) -> None:
     layer.flush()
     assert all(layer.get(key(n)) == data(n) for n in range(10))
     layer.close()
+
+
+def test_get_many_reads_neighbours_in_one_range_read(tmp_path: Path) -> None:
+    inner = StatsLayer(MemoryBackend())
+    layer = PackLayer(inner, tmp_path, pack_size=20_000)
+    for n in range(40):  # two packs of 20 objects
+        layer.put(key(n), data(n))
+    layer.flush()
+    layer.put(key(40), data(40))  # not uploaded yet: served from memory
+    layer.put("snapshots/s", b"passes through")
+    wanted = [key(n) for n in (3, 4, 5, 6, 7, 30, 31, 40, 4)] + ["snapshots/s"]
+    before = inner.snapshot()
+    got = layer.get_many(wanted)
+    assert got == [data(n) for n in (3, 4, 5, 6, 7, 30, 31, 40, 4)] + [b"passes through"]
+    assert (inner.snapshot() - before).gets == 3  # one span per pack, the snapshot
+    other = PackLayer(inner, tmp_path / "b")  # another process: learns the packs on a miss
+    layer.flush()
+    assert other.get_many([key(40), key(0)]) == [data(40), data(0)]
+    with pytest.raises(NotFoundError):
+        other.get_many([key(1), key(99)])
+    other.close()
+    layer.close()
+
+
+def test_get_many_follows_a_pack_that_moved(tmp_path: Path) -> None:
+    inner = MemoryBackend()
+    layer = PackLayer(inner, tmp_path)
+    layer.put(key(1), data(1))
+    layer.flush()
+    [(name, _size)] = packs_in(inner)
+    blob = inner.get(name)
+    other = PackLayer(inner, tmp_path / "b")  # indexes the pack, then it is repacked
+    inner.delete(name)
+    renamed = PACK_PREFIX + "f" * 64
+    inner.put(renamed, blob)
+    assert other.get_many([key(1)]) == [data(1)]  # found again under its new name
+    inner.delete(renamed)
+    with pytest.raises(NotFoundError):  # gone from the bucket: gone from the index too
+        other.get_many([key(1)])
+    other.close()
+    layer.close()
