@@ -5,14 +5,15 @@ Public API (everything else in this package is internal):
 - `Transaction`: a writable overlay on the newest snapshot, committed as a new snapshot;
 - `Namespace`: a (read-only or transaction-owned) view of one snapshot's tree;
 - `TreeEntry`, `Content`, `Snapshot`: the objects the namespace is made of;
-- `FileBuilder` / `FileReader`: file content in and out;
+- `FileBuilder` / `FileReader`: file content in and out (`Copy`: a write's range that
+  copies a stored file, whose whole blocks are reused by id);
 - `Lease`: the one-writer-per-store lease;
 - `VolumeParams`, `ChunkParams`: the store parameters fixed at `init`.
 See docs/STORE.md for the on-bucket format and the commit protocol.
 """
 
 from blockstore.volume.chunker import ChunkParams
-from blockstore.volume.files import FileBuilder, FileReader, WrittenFile
+from blockstore.volume.files import Copy, FileBuilder, FileReader, WrittenFile
 from blockstore.volume.lease import Lease, LeaseHeldError, LeaseLostError
 from blockstore.volume.objects import Content, TreeEntry
 from blockstore.volume.snapshots import Snapshot
@@ -29,6 +30,7 @@ __all__ = [
     "RESERVED_ROOT_NAME",
     "ChunkParams",
     "Content",
+    "Copy",
     "FileBuilder",
     "FileReader",
     "Lease",

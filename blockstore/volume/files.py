@@ -14,6 +14,15 @@ for it (0.8 GB/s, i.e. 1.2 s of CPU per GiB).
 
 `write_zeros(n)` ends the current run of data (the chunker is flushed, so chunk
 boundaries restart after the hole) and appends a hole record; adjacent holes merge.
+
+Copies (a delta transfer rebuilds a file mostly from its old version): `write` may be
+told that ranges of its data are copies of another stored file (`Copy`: a
+`FileReader` and the offset the bytes were read at). A chunk the chunker cuts that
+lies inside such a range and coincides with one whole stored block of the source has
+that block's content, so it takes the block's id without hashing, looking up or
+storing anything; content-defined cuts resynchronise a chunk or two after each change,
+so a file 1% changed hashes only the chunks around its changes. Chunking itself, the
+whole-file digests and the copies of the data still see every byte.
 `finish()` returns a `WrittenFile`: the file's `Content` (block list, out of line when
 long) and the ids of every object it references, which the transaction re-checks before
 committing.
@@ -28,7 +37,7 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
@@ -45,6 +54,26 @@ _MAX_RECORD_LENGTH = (1 << 32) - 1  # a block record's length field is u32
 _RECORD = struct.Struct("<32sI")  # BLOCK_RECORD
 _ZERO_PIECE = bytes(1 << 20)
 INLINE_RUN = 256 << 10  # runs of chunks below this many bytes skip the pool
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """`length` bytes at `start` of a `write`'s data are `source`'s bytes at `offset`."""
+
+    start: int
+    length: int
+    source: FileReader
+    offset: int
+
+
+@dataclass(slots=True)
+class _Span:
+    """A range of the new file (`begin`, `end`) copied from `source` at `offset`."""
+
+    begin: int
+    end: int
+    source: _BlockCursor
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +102,17 @@ class FileBuilder:
         self._xxh = xxhash.xxh3_128()
         self._md5 = hashlib.md5() if md5 else None
         # in file order: (a pool job storing a run of chunks, or its result, or None for
-        # a hole; the lengths of its chunks)
+        # a hole; the lengths of all its chunks; the ids of the chunks that were copies
+        # of stored blocks, None for the others, which the job stored)
         self._pending: deque[tuple[Future[list[bytes | None]] | list[bytes | None] | None,
-                                   list[int]]] = deque()
+                                   list[int], list[bytes | None] | None]] = deque()
         self._inflight_chunks = 0
         self._max_inflight = max_inflight
         self._records = bytearray()  # BLOCK_RECORDs: 36 bytes per block, however long the file
         self._size = 0
+        self._chunked = 0  # file offset where the chunker's pending bytes start
+        self._spans: deque[_Span] = deque()  # copied ranges not yet chunked, in order
+        self._cursor: _BlockCursor | None = None
         self._done = False
 
     @property
@@ -87,17 +120,38 @@ class FileBuilder:
         """Bytes written so far (data and zeros)."""
         return self._size
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append `data` to the file (may wait for the store to catch up)."""
+    def write(self, data: bytes | bytearray | memoryview, copies: Sequence[Copy] = ()) -> None:
+        """Append `data` to the file (may wait for the store to catch up).
+
+        `copies` names the ranges of `data` that are copies of stored files' bytes.
+        """
         self._xxh.update(data)
         if self._md5 is not None:
             self._md5.update(data)
+        for copy in copies:
+            if copy.source._objects is self._objects:  # ids name content in this store only
+                self._add_span(self._size + copy.start, copy)
         self._size += len(data)
         self._submit(self._chunker.feed(data))
+
+    def _add_span(self, begin: int, copy: Copy) -> None:
+        if self._cursor is None or self._cursor.reader is not copy.source:
+            self._cursor = _BlockCursor(copy.source)
+        last = self._spans[-1] if self._spans else None
+        if (
+            last is not None
+            and last.end == begin
+            and last.source is self._cursor
+            and last.offset + (last.end - last.begin) == copy.offset
+        ):
+            last.end += copy.length  # contiguous in both files: one span
+        else:
+            self._spans.append(_Span(begin, begin + copy.length, self._cursor, copy.offset))
 
     def write_zeros(self, length: int) -> None:
         """Append `length` zero bytes as a hole (nothing is stored for them)."""
         self._submit(self._chunker.finish())
+        self._chunked += length
         for start in range(0, length, len(_ZERO_PIECE)):
             piece = memoryview(_ZERO_PIECE)[: min(len(_ZERO_PIECE), length - start)]
             self._xxh.update(piece)
@@ -105,7 +159,7 @@ class FileBuilder:
                 self._md5.update(piece)
         self._size += length
         if length:
-            self._pending.append((None, [length]))
+            self._pending.append((None, [length], None))
 
     def finish(self) -> WrittenFile:
         """Wait for every block to be stored; return the file's content."""
@@ -128,10 +182,10 @@ class FileBuilder:
 
     def abort(self) -> None:
         """Stop: wait for in-flight chunks (their blocks stay as garbage for gc)."""
-        for item, _lengths in self._pending:
+        for item, _lengths, _known in self._pending:
             if isinstance(item, Future):
                 item.cancel()
-        for item, _lengths in self._pending:
+        for item, _lengths, _known in self._pending:
             if isinstance(item, Future) and not item.cancelled():
                 item.exception()
         self._pending.clear()
@@ -142,26 +196,58 @@ class FileBuilder:
         if not chunks:
             return
         lengths = [len(chunk) for chunk in chunks]
+        begin = self._chunked
+        self._chunked += sum(lengths)
+        known = self._copied_ids(begin, lengths) if self._spans else None
+        if known is not None:
+            chunks = [chunk for chunk, ident in zip(chunks, known, strict=True) if ident is None]
+            self._objects.count_reused(len(lengths) - len(chunks),
+                                       sum(lengths) - sum(map(len, chunks)))
         # a small run (a small file, a file's tail) is stored on the calling thread: the
         # hop to the pool and back would cost more than hashing and compressing it
-        if self._pool is None or sum(lengths) < INLINE_RUN:
-            self._pending.append((self._store(chunks), lengths))
+        if self._pool is None or sum(map(len, chunks)) < INLINE_RUN:
+            result: Future[list[bytes | None]] | list[bytes | None] = self._store(chunks)
         else:
-            self._pending.append((self._pool.submit(self._store, chunks), lengths))
+            result = self._pool.submit(self._store, chunks)
             self._inflight_chunks += len(chunks)
+        self._pending.append((result, lengths, known))
         while self._inflight_chunks > self._max_inflight:
             self._collect_oldest()
+
+    def _copied_ids(self, begin: int, lengths: list[int]) -> list[bytes | None] | None:
+        """The source block id of each chunk that is a copy of one whole stored block.
+
+        The chunks of `lengths` are consecutive from file offset `begin`; None stands
+        for each other chunk, and is returned instead of the list if no chunk is one.
+        """
+        spans = self._spans
+        known: list[bytes | None] = []
+        for length in lengths:
+            end = begin + length
+            while spans and spans[0].end <= begin:
+                spans.popleft()
+            span = spans[0] if spans else None
+            ident = None
+            if span is not None and span.begin <= begin and end <= span.end:
+                ident = span.source.stored_id(span.offset + begin - span.begin, length)
+            known.append(ident)
+            begin = end
+        return known if any(ident is not None for ident in known) else None
 
     def _store(self, chunks: list[bytes]) -> list[bytes | None]:
         """Store each chunk; None for an all-zero one (a hole)."""
         return [None if is_zero(chunk) else self._objects.put_block(chunk) for chunk in chunks]
 
     def _collect_oldest(self) -> None:
-        item, lengths = self._pending.popleft()
+        item, lengths, known = self._pending.popleft()
         if isinstance(item, Future):
-            self._inflight_chunks -= len(lengths)
             item = item.result()
-        for ident, length in zip(item or [None], lengths, strict=True):
+            self._inflight_chunks -= len(item)
+        idents = [None] if item is None else item
+        if known is not None:  # the stored chunks' ids go where the copies left gaps
+            stored = iter(idents)
+            idents = [ident if ident is not None else next(stored) for ident in known]
+        for ident, length in zip(idents, lengths, strict=True):
             if ident is None:
                 self._add_hole(length)
             else:
@@ -182,6 +268,37 @@ class FileBuilder:
 def _tagged(tag: bytes, ids: list[bytes]) -> bytes:
     """Kind byte + id for each id: what a transaction re-checks before it commits."""
     return b"".join(tag + ident for ident in ids)
+
+
+class _BlockCursor:
+    """Finds a source file's stored blocks by offset, walking forward (copies mostly do).
+
+    Used by one builder (one thread at a time); a jump back, or far ahead, restarts
+    the walk with a search of the block list.
+    """
+
+    __slots__ = ("_blocks", "_current", "reader")
+
+    def __init__(self, reader: FileReader) -> None:
+        self.reader = reader
+        self._blocks: Iterator[tuple[bytes | None, int, int]] = iter(())
+        self._current: tuple[bytes | None, int, int] | None = None
+
+    def stored_id(self, offset: int, length: int) -> bytes | None:
+        """The id of the stored block exactly at [offset, offset + length), or None."""
+        current = self._current
+        if current is None or current[1] > offset or offset - current[1] > _FAR:
+            self._blocks = self.reader.blocks(offset)
+            current = next(self._blocks, None)
+        while current is not None and current[1] + current[2] <= offset:
+            current = next(self._blocks, None)
+        self._current = current
+        if current is not None and current[1] == offset and current[2] == length:
+            return current[0]
+        return None
+
+
+_FAR = 8 << 20  # a cursor searches anew rather than walk this far
 
 
 class FileReader:

@@ -69,6 +69,13 @@ class ObjectStore:
                 self.counters.bytes_dedup += len(data)
         return block_id
 
+    def count_reused(self, blocks: int, length: int) -> None:
+        """Count blocks a writer reused by id (copies of stored blocks) as deduplicated."""
+        if blocks:
+            with self._lock:
+                self.counters.blocks_dedup += blocks
+                self.counters.bytes_dedup += length
+
     def put_tree(self, data: bytes) -> bytes:
         """Store one tree or list object (unless present); return its id."""
         tree_id = self.hasher.digest(data)

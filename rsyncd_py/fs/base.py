@@ -95,12 +95,19 @@ class FileWriter(Protocol):
     `write` may block (await) to keep memory bounded: implementations hand data to a
     bounded pipeline (chunking, hashing, compressing, uploading) and wait when it is full.
     `write_zeros(n)` appends n zero bytes without materialising them (sparse files,
-    holes); a store keeps them as holes. `commit(st)` atomically puts the file at its
-    path with metadata `st` (size must equal the bytes written), replacing whatever was
-    there. `abort()` discards everything; either may be called once.
+    holes); a store keeps them as holes. `copy_from(source, offset, data)` appends `data`
+    like `write`, telling the writer that the caller read these bytes from `source` at
+    `offset` (a delta transfer's matched blocks): a writer that knows how `source` is
+    stored may reuse that (the store reuses the ids of its whole blocks instead of
+    hashing and storing them again); others just write. `commit(st)` atomically puts
+    the file at its path with metadata `st` (size must equal the bytes written),
+    replacing whatever was there. `abort()` discards everything; either may be called
+    once.
     """
 
     async def write(self, data: bytes | memoryview) -> None: ...
+
+    async def copy_from(self, source: FileReader, offset: int, data: bytes) -> None: ...
 
     async def write_zeros(self, length: int) -> None: ...
 

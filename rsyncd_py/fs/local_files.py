@@ -28,7 +28,7 @@ import stat as st_mod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
-from rsyncd_py.fs.base import FsError, Stat
+from rsyncd_py.fs.base import FileReader, FsError, Stat
 from rsyncd_py.fs.local_acl import write_acl
 
 IO_CHUNK = 1 << 20  # reads and write batches: big enough to amortise a thread hop
@@ -183,6 +183,10 @@ class LocalFileWriter:
         self._buf += data
         if len(self._buf) >= IO_CHUNK:
             await self._flush()
+
+    async def copy_from(self, source: FileReader, offset: int, data: bytes) -> None:
+        """A plain write: a local file has no stored blocks to reuse."""
+        await self.write(data)
 
     async def write_zeros(self, length: int) -> None:
         if self._buf:

@@ -4,7 +4,10 @@ Theory of operation. A `StoreFileWriter` batches the receiver's small writes to
 `WRITE_BATCH` bytes on the event loop and hands one batch at a time to the file's
 `FileBuilder` on the session's executor while the next batch fills, so network and
 store overlap and at most one batch per file is waiting (the builder's pool and the
-pack layer's bounded uploads bound the rest). Its `commit` waits for the builder, puts
+pack layer's bounded uploads bound the rest). Data the receiver copied from a basis
+file of this store (`copy_from`) travels with where it came from (`Copy`), so the
+builder reuses the ids of the basis's whole blocks instead of hashing and storing
+them again. Its `commit` waits for the builder, puts
 the finished file into the session's transaction, and lets the session checkpoint.
 A `StoreFileReader` fetches blocks on the executor; `stream` fetches them in runs of
 about `READ_RUN` bytes (one executor job per run, not per block: each hop costs GIL
@@ -24,7 +27,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from blockstore.backend import StoreError
-from blockstore.volume import FileBuilder, FileReader, TreeEntry, WrittenFile
+from blockstore.volume import Copy, FileBuilder, FileReader, TreeEntry, WrittenFile
+from rsyncd_py.fs.base import FileReader as FsFileReader
 from rsyncd_py.fs.base import FsError, Stat
 
 WRITE_BATCH = 1 << 20
@@ -189,6 +193,7 @@ class StoreFileWriter:
         self._path = path
         self._builder = builder
         self._batch = bytearray()
+        self._copies: list[Copy] = []  # the ranges of the batch copied from stored files
         self._job: asyncio.Future[None] | None = None
         self._done = False
 
@@ -196,6 +201,11 @@ class StoreFileWriter:
         self._batch += data
         if len(self._batch) >= WRITE_BATCH:
             await self._hand_over()
+
+    async def copy_from(self, source: FsFileReader, offset: int, data: bytes) -> None:
+        if isinstance(source, StoreFileReader) and data:
+            self._copies.append(Copy(len(self._batch), len(data), source._reader, offset))
+        await self.write(data)
 
     async def write_zeros(self, length: int) -> None:
         await self._hand_over()
@@ -208,7 +218,8 @@ class StoreFileWriter:
             return
         await self._wait()
         batch, self._batch = self._batch, bytearray()  # handed over, never touched again
-        self._job = self._fs.submit(self._builder.write, batch)
+        copies, self._copies = self._copies, []
+        self._job = self._fs.submit(self._builder.write, batch, copies)
 
     async def _wait(self) -> None:
         job, self._job = self._job, None
@@ -222,10 +233,11 @@ class StoreFileWriter:
         try:
             await self._wait()
             batch, self._batch = self._batch, bytearray()
+            copies, self._copies = self._copies, []
             # the last batch, finish and the namespace update in one executor job: each
             # hop costs GIL hand-offs, and a push of small files pays them per file
             entry = to_entry(self._path, st)
-            await self._fs.run(self._finish, batch, entry, st.size)
+            await self._fs.run(self._finish, batch, copies, entry, st.size)
         except BaseException:
             await self.abort()
             raise
@@ -233,10 +245,10 @@ class StoreFileWriter:
         self._fs.writers.discard(self)
         await self._fs.after_operation()
 
-    def _finish(self, batch: bytearray, entry: TreeEntry, size: int) -> None:
+    def _finish(self, batch: bytearray, copies: list[Copy], entry: TreeEntry, size: int) -> None:
         """On the executor: store the last batch, finish the file, put it in the tree."""
         if batch:
-            self._builder.write(batch)
+            self._builder.write(batch, copies)
         if self._builder.size != size:
             raise FsError(
                 errno.EINVAL, f"commit of {size} bytes after {self._builder.size}", self._path

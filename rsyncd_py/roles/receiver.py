@@ -253,7 +253,7 @@ class Receiver:
             if append == 2:
                 hasher.update(kept)
             if writer is not None:
-                await self._write(writer, kept, path)
+                await self._write(writer, kept, path, basis=basis, offset=offset)
 
         async def flush_run() -> None:
             nonlocal run_len
@@ -261,7 +261,7 @@ class Receiver:
                 block = await self._read_basis(basis, run_start, run_len, path)
                 hasher.update(block)
                 if writer is not None:
-                    await self._write(writer, block, path)
+                    await self._write(writer, block, path, basis=basis, offset=run_start)
                 run_len = 0
 
         while True:
@@ -298,7 +298,7 @@ class Receiver:
             decoder.see_match(block)
             hasher.update(block)
             if writer is not None:
-                await self._write(writer, block, path)
+                await self._write(writer, block, path, basis=basis, offset=offset)
         await flush_run()
         sender_sum = await wire.read(lambda buf: buf.take(self.xfer_sum_len))
         return hasher.digest()[: self.xfer_sum_len] == sender_sum, size
@@ -319,7 +319,16 @@ class Receiver:
             data += bytes(length - len(data))
         return data
 
-    async def _write(self, writer: FileWriter, data: bytes, path: bytes) -> None:
+    async def _write(
+        self,
+        writer: FileWriter,
+        data: bytes,
+        path: bytes,
+        *,
+        basis: FileReader | None = None,
+        offset: int = 0,
+    ) -> None:
+        """Write `data`; with `basis`, it was read from the basis at `offset` (a copy)."""
         try:
             if self.sparse:
                 for is_hole, piece in _sparse_pieces(data):
@@ -327,6 +336,8 @@ class Receiver:
                         await writer.write_zeros(len(piece))
                     else:
                         await writer.write(piece)
+            elif basis is not None and offset + len(data) <= basis.size:  # no zero padding
+                await writer.copy_from(basis, offset, data)
             else:
                 await writer.write(data)
         except FsError as exc:
