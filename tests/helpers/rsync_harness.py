@@ -68,7 +68,8 @@ _STAT_LINE = re.compile(rb"^([A-Z][A-Za-z ]+): ([\d,]+)(?: bytes)?(?: \((.*)\))?
 _SUMMARY = re.compile(
     rb"^(?:$|sending incremental file list|building file list|sent [\d,]+ bytes|"
     rb"opening connection using|"
-    rb"total size is |[A-Z][A-Za-z ]+: |delta-transmission )"
+    rb"total size is |[A-Z][A-Za-z ]+: |delta-transmission |"
+    rb" +[\d,]+ +\d+% )"  # --progress lines (their rates vary)
 )
 
 
