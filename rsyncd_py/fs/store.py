@@ -216,7 +216,8 @@ class StoreFileSystem:
     @fs_errors()
     async def create(self, path: bytes) -> StoreFileWriter:
         tx = self._writable(path)
-        await self.run(tx.check_new_file, path)
+        if tx.check_new_file_cached(path) is NEEDS_IO:  # no thread hop when loaded
+            await self.run(tx.check_new_file, path)
         writer = StoreFileWriter(self, path, self.volume.new_file())
         self.writers.add(writer)
         return writer

@@ -12,6 +12,7 @@ from blockstore.backend import StoreError
 from blockstore.backends.memory import MemoryBackend
 from blockstore.layers.fault import FaultSpec
 from blockstore.volume import (
+    NEEDS_IO,
     Lease,
     LeaseHeldError,
     LeaseLostError,
@@ -152,6 +153,20 @@ def test_posix_rules(volume: Volume) -> None:
     assert top is not None and link is not None and top.link_group == link.link_group
     tx.put_special(b"sym", TreeEntry(b"sym", stat.S_IFLNK | 0o777, link_target=b"top"))
     assert tx.lookup(b"sym").link_target == b"top"  # type: ignore[union-attr]
+
+
+def test_check_new_file_cached_answers_from_loaded_directories_only(volume: Volume) -> None:
+    """The store FS asks it on the event loop before every file: it must never fetch,
+    and where it can answer it must answer as check_new_file does."""
+    tx = volume.begin()
+    assert tx.check_new_file_cached(b"d/new") is NEEDS_IO  # d not loaded yet
+    tx.check_new_file(b"d/new")  # loads d
+    assert tx.check_new_file_cached(b"d/new") is None
+    assert tx.check_new_file_cached(b"d/base") is None  # replacing a file is fine
+    for path, err in ((b"d", 21), (b"nothing/x", 2), (b"top/x", 20), (b".snapshots", 30)):
+        with pytest.raises(NamespaceError) as info:
+            tx.check_new_file_cached(path)
+        assert info.value.errno == err, path
 
 
 def test_commit_refuses_blocks_that_vanished(volume: Volume) -> None:
