@@ -79,6 +79,15 @@ class FlistEncoder:
         self.acls = (acls or AclSender()) if options.preserve_acls else None
         self.xattrs = (xattrs or XattrSender()) if options.preserve_xattrs else None
 
+    def start_list(self, ndx_start: int) -> None:
+        """Begin the next list of an incremental session at index `ndx_start`.
+
+        The "same as the previous entry" state, the hard-link firsts and the names
+        already sent carry on: rsync's send_file_entry keeps them across lists.
+        """
+        self.ndx_start = ndx_start
+        self._count = 0
+
     def first_sight(self, is_user: bool, ident: int) -> bool:
         """uidlist.c add_uid/add_gid: True the first time the session names this id.
 

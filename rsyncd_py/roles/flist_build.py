@@ -15,6 +15,10 @@ name"), so the names must be exactly the ones real rsync's sender would produce:
   send_directory order); the client's filter rules drop excluded names (top-level
   dot-dirs excepted), with per-directory merge files read from our tree.
 
+With incremental recursion the subclass in `flist_extra.py` diverts directories
+(`divert_dirs`): each is listed later in a list of its own, and -R names wait in their
+first directory (`_send_parents` and `_send_contents` are the two hooks it overrides).
+
 Each entry is handed to `emit` as soon as it is made, so the list streams to the client
 while the walk goes on. The builder keeps one `SendEntry` per name (the wire entry plus
 where it lives in the file system) and accumulates rsync's io_error bits; problems are
@@ -65,6 +69,8 @@ class SendEntry:
     path: bytes  # root-relative path in the FileSystem
     st: Stat
     hlink_key: object | None = None  # -H: entries with the same key are one inode
+    # incremental -R: names below this implied directory still to send in its list
+    relnames: list[tuple[bytes, NameType, bool]] | None = None  # (name, type, missing)
 
 
 # flist.c's "missing" entry for --delete-missing-args: mode 0 tells the generator to delete
@@ -110,6 +116,8 @@ class FileListBuilder:
         self._last_implied: list[bytes] = []
         self._base = b""
         self._inodes: dict[object, int] = {}  # -H below protocol 30: link_key -> inode number
+        # FLAG_DIVERT_DIRS: subdirectories are listed later, each in a list of its own
+        self.divert_dirs = False
 
     # --- flist.c send_file_list -------------------------------------------------------
 
@@ -191,18 +199,33 @@ class FileListBuilder:
         if is_dir and not self.xfer_dirs:
             self.wire.rprintf(Log.INFO, f"skipping directory {_text(name)}\n")
             return
-        if self.implied_dirs and self.relative:
-            parent = name.rpartition(b"/")[0]
-            if parent and parent != b"/":
-                await self._send_implied_dirs(parent)
+        if self.relative and await self._send_parents(name, name_type, st):
+            return
         if self.recurse or (self.xfer_dirs and name_type is not NameType.NORMAL):
             sent = await self._send_file_name(
                 name, path, st, FLAG_TOP_DIR | FLAG_CONTENT_DIR | flags, filtered=False
             )
             if sent is not None and is_dir:
-                await self._send_if_directory(name, path, flags)
+                await self._send_contents(name, path, name_type, flags)
         else:
             await self._send_file_name(name, path, st, flags, filtered=False)
+
+    async def _send_parents(self, name: bytes, name_type: NameType, st: Stat) -> bool:
+        """-R: `name`'s parent directories go first; True if `name` itself waits.
+
+        The incremental builder (flist_extra.py) sends only the first and leaves the
+        rest of the name for that directory's own list.
+        """
+        parent = name.rpartition(b"/")[0]
+        if self.implied_dirs and parent and parent != b"/":
+            await self._send_implied_dirs(parent)
+        return False
+
+    async def _send_contents(
+        self, name: bytes, path: bytes, name_type: NameType, flags: int
+    ) -> None:
+        """What follows a top directory argument: all of it, recursively."""
+        await self._send_if_directory(name, path, flags)
 
     async def _link_stat(self, path: bytes, *, missing_ok: bool = False) -> Stat | None:
         """link_stat of a top-level argument; a failure is reported and skipped.
@@ -282,7 +305,7 @@ class FileListBuilder:
             child_name = child if name == b"." else name + b"/" + child
             child_path = path + b"/" + child if path else child
             sent = await self._send_file_name(child_name, child_path, st, flags, filtered=True)
-            if sent is not None and st.is_dir() and self.recurse:
+            if sent is not None and st.is_dir() and self.recurse and not self.divert_dirs:
                 subdirs.append((child_name, child_path))
         for child_name, child_path in subdirs:
             await self._send_if_directory(child_name, child_path, flags)

@@ -6,7 +6,11 @@ Theory of operation. The client is the generator and receiver; we are the sender
 2. Expand wildcards in the source arguments (`globbing.py`) and stream the file list
    (`flist_build.py`), then its end marker, the uid/gid name lists and, below protocol
    30, the io_error int. An empty list ends the session at once: the client skips its
-   whole transfer and goodbye (rsync-protocol.md A.9).
+   whole transfer and goodbye (rsync-protocol.md A.9). With incremental recursion the
+   first list holds the top level only (names inline, no id lists) and every directory
+   follows as a list of its own, sent ahead of the generator's requests while we serve
+   them (`flist_extra.py`); each NDX_DONE then first frees the oldest list, echoed
+   without ending a phase, until the last list is gone.
 3. Answer the generator's records in order (`send_files`): an item without
    ITEM_TRANSFER is echoed; a transfer request brings the block sums of the client's
    basis file, and we answer with the echoed record, the echoed sum head, the delta
@@ -21,15 +25,14 @@ The sender never waits on its own writes: the Wire's reader task keeps receiving
 our buffered output is flushed whenever we are about to wait for the client (as rsync's
 I/O loop flushes before it blocks on input).
 
-State: `phase` (0..max_phase), `io_error` (IOERR_* bits), `files` (the sorted list,
-index == ndx), the per-direction ndx codecs.
+State: `phase` (0..max_phase), `io_error` (IOERR_* bits), `lists` (the sorted lists
+not freed yet: `FileLists`, which maps an ndx to its entry), the per-direction ndx
+codecs.
 """
 
 from __future__ import annotations
 
 import errno
-import grp
-import pwd
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -52,9 +55,9 @@ from rsyncd_py.protocol.constants import (
 from rsyncd_py.protocol.errors import ExitCode, ProtocolError, RemoteProtocolError, SessionError
 from rsyncd_py.protocol.filters import FilterSet, read_filter_list, server_filter_rules
 from rsyncd_py.protocol.flist import FlistEncoder
+from rsyncd_py.protocol.flist_chain import FileLists
 from rsyncd_py.protocol.flist_sort import entry_key
 from rsyncd_py.protocol.handshake import Negotiated
-from rsyncd_py.protocol.idlist import pack_id_list
 from rsyncd_py.protocol.ints import pack_int, read_item
 from rsyncd_py.protocol.itemize import ItemRecord, pack_item, read_ndx_and_attrs
 from rsyncd_py.protocol.match import BlockSums
@@ -65,8 +68,10 @@ from rsyncd_py.protocol.sums import SumHead, pack_sum_head, read_sum_head
 from rsyncd_py.roles import acl_xattr
 from rsyncd_py.roles.delta_send import DeltaSender
 from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry
+from rsyncd_py.roles.flist_extra import MIN_FILECNT_LOOKAHEAD, ExtraLists, IncrementalBuilder
 from rsyncd_py.roles.flist_recv import flist_options
 from rsyncd_py.roles.globbing import expand_args
+from rsyncd_py.roles.id_lists import inline_acl_name, send_id_lists
 from rsyncd_py.roles.source_args import resolve_root_relative
 from rsyncd_py.wire import Log, PeerExit, Wire
 
@@ -116,7 +121,10 @@ class Sender:
         self.max_phase = 2 if neg.protocol >= 29 else 1
         self.phase = 0
         self.io_error = 0
-        self.files: list[SendEntry] = []
+        # the lists sent and not freed yet (one, indexed from 0, without inc-recurse)
+        self.lists: FileLists[SendEntry] = FileLists(incremental=neg.inc_recurse)
+        self.extra: ExtraLists | None = None  # inc-recurse: the lists still to come
+        self.builder: FileListBuilder | None = None
         self.ndx_out = NdxEncoder(neg.protocol)
         self.ndx_in = NdxDecoder(neg.protocol)
         self.stats = TransferStats()
@@ -168,7 +176,12 @@ class Sender:
 
         options = flist_options(opts, neg)
         encoder = self.flist_encoder
-        builder = FileListBuilder(
+        incremental = neg.inc_recurse
+        if incremental:
+            encoder.start_list(1)
+            if encoder.acls is not None:  # ACL ids are named inline, first sight only
+                encoder.acls.add_name = inline_acl_name(encoder)
+        builder = self.builder = (IncrementalBuilder if incremental else FileListBuilder)(
             wire,
             self.fs,
             options,
@@ -190,19 +203,31 @@ class Sender:
         self.io_error |= builder.io_error
         io_error = 0 if opts.ignore_errors else self.io_error
         wire.write(encoder.end(io_error if neg.safe_flist else 0))
-        if not opts.numeric_ids:
-            wire.write(self._id_lists(builder.entries))
+        if not opts.numeric_ids and not incremental:
+            wire.write(send_id_lists(encoder, builder.entries))
         if self.protocol < 30:
             wire.write(pack_int(io_error))
         elif io_error and not neg.safe_flist:
             wire.send_msg(MSG_IO_ERROR, pack_int(io_error))
+        if isinstance(builder, IncrementalBuilder):
+            self.extra = ExtraLists(
+                wire,
+                builder,
+                encoder,
+                self.ndx_out,
+                safe_flist=neg.safe_flist,
+                ignore_errors=bool(opts.ignore_errors),
+            )
+            self.lists = self.extra.lists
+            self.extra.add_first(builder.take_entries())
+            await self.extra.start()
+        else:
+            protocol = self.protocol
+            self.lists.add(sorted(builder.entries, key=lambda s: entry_key(s.entry, protocol)))
         await wire.flush()
-        protocol = self.protocol
-        self.files = sorted(builder.entries, key=lambda s: entry_key(s.entry, protocol))
-        self.stats.total_size = builder.total_size
         self.stats.flist_buildtime_ms = max(1, int((built - started) * 1000))
         self.stats.flist_xfertime_ms = int((time.monotonic() - built) * 1000)
-        return bool(self.files)
+        return bool(self.lists.file_total)
 
     def _filter_set(self, rules: list[bytes]) -> FilterSet | None:
         """The rules the sender honours: our argv's, the client's, and -C's (exclude.c)."""
@@ -215,71 +240,63 @@ class Sender:
         )
         return FilterSet(parsed, protocol=self.protocol) if parsed else None
 
-    def _id_lists(self, entries: list[SendEntry]) -> bytes:
-        """uidlist.c send_id_lists: each owner and group name, by first appearance.
-
-        With -A both lists go out, naming the ids the ACLs use too.
-        """
-        options = flist_options(self.opts, self.neg)
-        acl_users, acl_groups = acl_xattr.acl_id_names(self.flist_encoder.acls)
-        out = b""
-        for preserve, pick, local0, acl_names in (
-            (options.preserve_uid, lambda s: (s.st.uid, s.st.user), _local_user0, acl_users),
-            (options.preserve_gid, lambda s: (s.st.gid, s.st.group), _local_group0, acl_groups),
-        ):
-            if not preserve and not options.preserve_acls:
-                continue
-            names: dict[int, bytes] = {}
-            for sent in entries if preserve else ():
-                ident, name = pick(sent)
-                if name and ident not in names:
-                    names[ident] = name
-            for ident, name in acl_names.items():
-                names.setdefault(ident, name)
-            if 0 not in names:
-                names[0] = local0()
-            out += pack_id_list(names.items(), self.protocol, id0_names=options.id0_names)
-        return out
-
     # --- sender.c send_files ------------------------------------------------------------
 
     async def send_files_loop(self) -> None:
         """Rsync sender.c:send_files: answer the generator until its last NDX_DONE."""
         save_io_error = self.io_error
+        extra = self.extra
         while True:
-            record = await self._read(self._read_record)
+            if extra is not None:
+                await extra.send(MIN_FILECNT_LOOKAHEAD)
+            record = await self._read(self._read_record, idle_lists=True)
             if isinstance(record, int):
                 if record != NDX_DONE:
                     self._invalid_index(record)
+                if extra is not None and len(self.lists) and extra.free_first():
+                    self.wire.write(self.ndx_out.encode(NDX_DONE))  # a list freed, not a phase
+                    continue
                 self.phase += 1
                 if self.phase > self.max_phase:
                     break
                 self.wire.write(self.ndx_out.encode(NDX_DONE))
                 continue
-            if (
-                self.protocol < 30
-                and record.ndx == len(self.files)
-                and record.iflags == ITEM_IS_NEW
-            ):
+            if extra is not None:
+                await extra.send(MIN_FILECNT_LOOKAHEAD)
+            sent = self._entry_for(record)
+            if sent is None:
                 continue  # a protocol-29 keep-alive
-            if not 0 <= record.ndx < len(self.files):
-                self._invalid_index(record.ndx)
-            answer = await self._xattr_request(record)
+            answer = await self._xattr_request(record, sent)
             if not record.iflags & ITEM_TRANSFER or not self.opts.do_xfers:
                 self._echo(record, answer)
                 continue
             if self.phase == 2:
                 raise ProtocolError("got transfer request in phase 2 [sender]")
-            await self.send_one(record, self.files[record.ndx], answer)
+            await self.send_one(record, sent, answer)
+        if self.builder is not None:
+            self.io_error |= self.builder.io_error  # incremental lists' errors too
         if self.io_error != save_io_error and self.protocol >= 30:
             self.wire.send_msg(MSG_IO_ERROR, pack_int(self.io_error))
         self.wire.write(self.ndx_out.encode(NDX_DONE))
 
-    async def _xattr_request(self, record: ItemRecord) -> bytes:
+    def _entry_for(self, record: ItemRecord) -> SendEntry | None:
+        """rsync.c read_ndx_and_attrs' checks: the entry a record names (None: keep-alive)."""
+        ndx = record.ndx
+        if self.extra is not None:
+            flist, sent = self.lists.find(ndx, "read_ndx_and_attrs", "sender")
+            self.extra.note_record(flist)
+            return sent
+        files = self.lists.first.entries
+        if self.protocol < 30 and ndx == len(files) and record.iflags == ITEM_IS_NEW:
+            return None
+        if not 0 <= ndx < len(files):
+            self._invalid_index(ndx)
+        return files[ndx]
+
+    async def _xattr_request(self, record: ItemRecord, sent: SendEntry) -> bytes:
         """xattrs.c recv_xattr_request after a record; returns the answer for its echo."""
         if not acl_xattr.xattr_request_follows(self.opts, self.neg, record.iflags):
             return b""
-        sent = self.files[record.ndx]
         xattrs = self.flist_encoder.xattrs
         nums = await self._read(acl_xattr.request_reader(xattrs, sent.entry, sent.entry.name))
         if not nums:
@@ -376,13 +393,15 @@ class Sender:
 
     def _invalid_index(self, ndx: int) -> None:
         raise ProtocolError(
-            f"Invalid file index: {ndx} ({NDX_DONE} - {len(self.files) - 1}) [sender]"
+            f"Invalid file index: {ndx} ({NDX_DONE} - {self.lists.last.end - 1}) [sender]"
         )
 
     # --- main.c handle_stats / read_final_goodbye ------------------------------------
 
     def handle_stats(self) -> None:
         """Rsync main.c:handle_stats for a server sender: the totals the client prints."""
+        if self.builder is not None:
+            self.stats.total_size = self.builder.total_size
         self.stats.total_read = self.wire.total_read
         self.stats.total_written = self.wire.total_written
         self.wire.write(self.stats.pack(self.protocol))
@@ -406,9 +425,17 @@ class Sender:
 
     # --- reading (rsync.c read_ndx_and_attrs, io.c read_sum_head) --------------------
 
-    async def _read(self, reader: Callable[[ReceiveBuffer], T | None]) -> T:
-        """Read one item, flushing our output first if we would have to wait for it."""
+    async def _read(
+        self, reader: Callable[[ReceiveBuffer], T | None], *, idle_lists: bool = False
+    ) -> T:
+        """Read one item, flushing our output first if we would have to wait for it.
+
+        With `idle_lists` (the next record) the wait is spent sending file lists ahead,
+        as rsync's I/O loop does while extra_flist_sending_enabled.
+        """
         if not self.wire.buffered:
+            if idle_lists and self.extra is not None:
+                await self.extra.send_while_idle()
             await self.wire.flush()
         return await self.wire.read(reader)
 
@@ -457,18 +484,3 @@ class Sender:
 
 def _quoted(path: bytes) -> str:
     return '"/' + path.decode("utf-8", "surrogateescape") + '"'
-
-
-def _local_user0() -> bytes:
-    """uidlist.c uid_to_user(0) on this machine (the name of id 0 when no entry names it)."""
-    try:
-        return pwd.getpwuid(0).pw_name.encode()
-    except KeyError:
-        return b""
-
-
-def _local_group0() -> bytes:
-    try:
-        return grp.getgrgid(0).gr_name.encode()
-    except KeyError:
-        return b""
