@@ -50,9 +50,6 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 # Options this server refuses for now (rsync's "refuse options" text, exit 1).
 REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
-    "usermap",
-    "groupmap",
-    "chown",
     "atimes",
     "files-from",
 )
@@ -176,7 +173,7 @@ class _Session:
             compat_flags = handshake.compat_flags_for(
                 client_info,
                 symlink_times=True,
-                inc_recurse=opts.server_allows_inc_recurse(),
+                inc_recurse=opts.server_allows_inc_recurse() and not opts.am_sender,
             )
             wire.write(handshake.pack_compat_flags(compat_flags, client_info))
         negotiating = protocol >= 30 and bool(compat_flags & 0x80)

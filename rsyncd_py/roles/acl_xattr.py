@@ -33,6 +33,7 @@ import os
 import pwd
 import stat as stat_mod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import Stat
 from rsyncd_py.protocol.acl_blob import acl_blob_from_rsync, acls_differ, rsync_acls
@@ -53,6 +54,9 @@ from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.protocol.xattrs import XattrReceiver, XattrSender, local_xattrs, request_follows
+
+if TYPE_CHECKING:
+    from rsyncd_py.roles.idmap import IdMap
 
 Pairs = tuple[tuple[bytes, bytes], ...]
 ACCESSPERMS = 0o777
@@ -98,14 +102,19 @@ def map_acl_ids(
     groups: dict[int, bytes],
     *,
     start: tuple[int, int] = (0, 0),
+    maps: tuple[IdMap | None, IdMap | None] = (None, None),
 ) -> None:
     """uidlist.c recv_id_list's match_acl_ids: the sender's ids, mapped by name.
 
-    `start`: the (access, default) ACLs already mapped, which are left alone.
+    `start`: the (access, default) ACLs already mapped, which are left alone. `maps`
+    are the --usermap and --groupmap, whose rules come first.
     """
 
     def local_id(is_user: bool, ident: int, inline: bytes | None) -> int:
         name = inline or (users if is_user else groups).get(ident)
+        idmap = maps[0] if is_user else maps[1]
+        if idmap is not None and (mapped := idmap.rule_for(ident, name)) is not None:
+            return mapped
         if name is None:
             return ident
         try:

@@ -42,6 +42,7 @@ from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.protocol.xattrs import XattrReceiver
 from rsyncd_py.roles.acl_xattr import map_acl_ids, new_receivers
+from rsyncd_py.roles.idmap import IdMap
 from rsyncd_py.roles.ids import apply_names
 from rsyncd_py.wire import Wire
 
@@ -113,6 +114,11 @@ class ListReceiver:
         self.users: dict[int, bytes] = {}
         self.groups: dict[int, bytes] = {}
         self._acls_mapped = (0, 0)  # ACLs whose ids are mapped already (access, default)
+        # --usermap/--groupmap (--chown): parsed as the first list arrives (recv_file_list)
+        self.maps = (
+            self._id_map(opts.usermap, users=True),
+            self._id_map(opts.groupmap, users=False),
+        )
 
     @property
     def acls(self) -> AclReceiver | None:
@@ -187,8 +193,12 @@ class ListReceiver:
         if self.incremental and acls is not None:
             self._note_acl_names(acls)
         apply_names(received, self.users, self.groups)
-        if acls is not None and not self.options.numeric_ids:
-            map_acl_ids(acls, self.users, self.groups, start=self._acls_mapped)
+        maps = self.maps
+        for idmap in maps:
+            if idmap is not None:
+                idmap.apply(received)
+        if acls is not None and (not self.options.numeric_ids or any(maps)):
+            map_acl_ids(acls, self.users, self.groups, start=self._acls_mapped, maps=maps)
             self._acls_mapped = (len(acls.access), len(acls.default))
         return sort_and_clean(received, self.options.protocol)
 
@@ -218,6 +228,18 @@ class ListReceiver:
                     f"{base.decode('utf-8', 'surrogateescape')}",
                     ExitCode.RERR_UNSUPPORTED,
                 )
+
+    def _id_map(self, spec: str | None, *, users: bool) -> IdMap | None:
+        if not spec:
+            return None
+        options = self.options
+        return IdMap.parse(
+            spec,
+            users=users,
+            wire=self.wire,
+            id0_names=options.id0_names,
+            numeric_ids=options.numeric_ids,
+        )
 
     def _id_list_reader(self, buf: ReceiveBuffer) -> dict[int, bytes] | None:
         protocol, id0 = self.options.protocol, self.options.id0_names

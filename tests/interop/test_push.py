@@ -140,14 +140,8 @@ CASES = [
     Case("keep-dirlinks", ("-aiK",), changed=True),
     Case("force-delete", ("-ai", "--delete", "--force"), changed=True),
     Case("ignore-errors", ("-ai", "--delete", "--ignore-errors"), changed=True),
-    Case(
-        "chown", ("-ai", "--chown=1:1"), gaps=both(REFUSED.format("--usermap (sent for --chown)"))
-    ),
-    Case(
-        "usermap",
-        ("-ai", "--usermap=1234:4321", "--groupmap=*:5"),
-        gaps=both(REFUSED.format("--usermap/--groupmap")),
-    ),
+    Case("chown", ("-ai", "--chown=1:1"), store=True),
+    Case("usermap", ("-ai", "--usermap=1234:4321", "--groupmap=*:5"), store=True),
     Case("fake-super", ("-ai", "--fake-super")),
     Case("preallocate", ("-ai", "--preallocate")),
     Case("min-max-size", ("-ai", "--min-size=1", "--max-size=5000")),
