@@ -173,7 +173,7 @@ class _Session:
             compat_flags = handshake.compat_flags_for(
                 client_info,
                 symlink_times=True,
-                inc_recurse=opts.server_allows_inc_recurse() and not opts.am_sender,
+                inc_recurse=opts.server_allows_inc_recurse(),
             )
             wire.write(handshake.pack_compat_flags(compat_flags, client_info))
         negotiating = protocol >= 30 and bool(compat_flags & 0x80)
