@@ -2,13 +2,18 @@
 
 Stack, top to bottom (restic's wrapBackend, s3backer's s3backer_create_store):
 
-    [read-only] -> compress -> encrypt -> cache -> [pack] ->
+    [read-only] -> compress -> encrypt -> pack -> pack cache ->
         [read-only] -> retry -> limit -> stats -> [fault] -> backend
 
+or, without a pack layer, a cache of whole objects in its place:
+
+    [read-only] -> compress -> encrypt -> cache -> [read-only] -> retry -> ...
+
 Each block or tree object is compressed, then encrypted, on its own (so it can be
-read alone from inside a pack with a range GET); the cache keeps the stored form on
-local disk; packing happens below the cache; retries, the concurrency limit, the
-request counters and injected faults all see real backend requests. `raw` is the
+read alone from inside a pack with a range GET); the caches keep the stored form on
+local disk (whole packs, written through as they are uploaded, or whole objects);
+retries, the concurrency limit, the request counters and injected faults all see real
+backend requests. `raw` is the
 stack from retry down, for plaintext control objects (config, lease).
 
 `create_store` writes a new store's config object; `open_store` reads it, unlocks the
@@ -50,6 +55,7 @@ from blockstore.layers.compress import CompressLayer
 from blockstore.layers.encrypt import EncryptLayer
 from blockstore.layers.fault import FaultLayer, FaultSpec
 from blockstore.layers.limit import LimitLayer
+from blockstore.layers.packcache import PackCacheLayer
 from blockstore.layers.readonly import ReadOnlyLayer
 from blockstore.layers.retry import RetryLayer, RetryPolicy
 from blockstore.layers.stats import StatsLayer
@@ -200,10 +206,13 @@ def open_store(
         raw: Backend = ReadOnlyLayer(requests) if read_only else requests
         state = _state_dir(url, config, state_dir)
         node = raw
+        cache_dir = state if cache_size > 0 else None
         if pack_layer is not None:
+            if cache_dir is not None:  # whole packs below the pack layer: a file per pack
+                node = PackCacheLayer(node, cache_dir / "packcache", cache_size)
             node = pack_layer(node, config, state)
-        if cache_size > 0 and state is not None:
-            node = CacheLayer(node, state / "cache", cache_size)
+        elif cache_dir is not None:  # no packs: each object on its own
+            node = CacheLayer(node, cache_dir / "cache", cache_size)
         if keys.data_key is not None:
             node = EncryptLayer(node, keys.data_key)
         if config.compression.algorithm == "zstd":

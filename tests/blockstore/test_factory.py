@@ -22,6 +22,7 @@ from blockstore.layers.cache import CacheLayer
 from blockstore.layers.compress import CompressLayer
 from blockstore.layers.encrypt import EncryptLayer
 from blockstore.layers.limit import LimitLayer
+from blockstore.layers.packcache import PackCacheLayer
 from blockstore.layers.retry import RetryLayer
 from blockstore.layers.stats import StatsLayer
 
@@ -79,7 +80,7 @@ def test_stack_order(tmp_path) -> None:
         assert stack.config.compression.level == 3
 
 
-def test_pack_layer_goes_between_cache_and_retry(tmp_path) -> None:
+def test_pack_layer_goes_above_the_pack_cache_and_retry(tmp_path) -> None:
     seen = {}
 
     def pack_factory(below, config, state_dir):
@@ -89,9 +90,14 @@ def test_pack_layer_goes_between_cache_and_retry(tmp_path) -> None:
     url = str(tmp_path / "store")
     create_store(url, volume={"pack_size": 16 << 20})
     with open_store(url, state_dir=tmp_path / "s", pack_layer=pack_factory) as stack:
-        assert seen["below"] is stack.raw
+        assert isinstance(seen["below"], PackCacheLayer)  # whole packs, no object cache
+        assert seen["below"].inner is stack.raw
         assert seen["config"].volume == {"pack_size": 16 << 20}
         assert seen["state_dir"] == tmp_path / "s"
+    with open_store(
+        url, state_dir=tmp_path / "s", pack_layer=pack_factory, cache_size=0
+    ) as stack:
+        assert seen["below"] is stack.raw
 
 
 def test_no_compression_and_default_state_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
