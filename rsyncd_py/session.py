@@ -265,8 +265,9 @@ class _Session:
             success = True
         finally:
             await fs.close(success)
-        if code:
-            self.wire.rprintf(Log.ERROR, exit_line(code, self.role))
+        # a run that ended (with 23, 24 or 25 from its io_error bits) says nothing more:
+        # rsync's server prints its "rsync error:" line only for a fatal exit (log_exit
+        # skips it when am_server == 2), the client prints its own
         await self.wire.flush()
         return code
 
