@@ -35,7 +35,7 @@ class CompressionConfig:
     """How objects are compressed: `algorithm` is "zstd" or "none"."""
 
     algorithm: str = "zstd"
-    level: int = 3
+    level: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ from blockstore.keys import (
     unlock,
 )
 from blockstore.layers.cache import CacheLayer
-from blockstore.layers.compress import CompressLayer
+from blockstore.layers.compress import DEFAULT_LEVEL, CompressLayer
 from blockstore.layers.encrypt import EncryptLayer
 from blockstore.layers.fault import FaultLayer, FaultSpec
 from blockstore.layers.limit import LimitLayer
@@ -136,7 +136,7 @@ def create_store(
     encrypt: bool = False,
     passphrase: bytes | None = None,
     key_file: str | None = None,
-    compression_level: int = 3,
+    compression_level: int = DEFAULT_LEVEL,
     volume: Mapping[str, object] | None = None,
     **backend_options: Any,
 ) -> StoreConfig:
@@ -144,8 +144,9 @@ def create_store(
 
     With `encrypt`, the master key is wrapped under `key_file` (created, mode 0600,
     with a fresh key when it does not exist) or else under a passphrase (argument,
-    RSYNCD_PY_PASSPHRASE, or a terminal prompt asked twice). `compression_level` 0
-    turns compression off. Raises StoreError "store already exists at URL" (EEXIST).
+    RSYNCD_PY_PASSPHRASE, or a terminal prompt asked twice). `compression_level` is
+    zstd's (default 1: see `DEFAULT_LEVEL`); 0 turns compression off. Raises
+    StoreError "store already exists at URL" (EEXIST).
     """
     if not encrypt and (passphrase is not None or key_file is not None):
         raise ValueError("a passphrase or key file was given for an unencrypted store")

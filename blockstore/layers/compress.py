@@ -38,6 +38,10 @@ HEADER_RAW_SUM = 2  # format 2: XXH3-64 of the plaintext follows the header byte
 HEADER_ZSTD_SUM = 3
 SUM_SIZE = 8
 PROBE = 4096  # bytes compressed first to decide whether the rest is worth it
+# New stores compress at zstd level 1: over the bench's text in 64 KiB objects, level 1
+# ran at 433 MB/s for a ratio of 3.01, level 3 at 371 MB/s for 3.08 (15% less CPU per
+# byte pushed for 2.3% more bytes stored); -1 gains 6% more speed but drops to 2.23.
+DEFAULT_LEVEL = 1
 # A frame claiming more than this is corrupt or hostile, not one of our objects.
 MAX_OBJECT_SIZE = 1 << 30
 
@@ -45,7 +49,9 @@ MAX_OBJECT_SIZE = 1 << 30
 class CompressLayer(Layer):
     """Compress with zstd at `level` on put; decompress on get (see module docstring)."""
 
-    def __init__(self, inner: Backend, level: int = 3, *, checksums: bool = True) -> None:
+    def __init__(
+        self, inner: Backend, level: int = DEFAULT_LEVEL, *, checksums: bool = True
+    ) -> None:
         super().__init__(inner)
         self.level = level
         self.checksums = checksums

@@ -77,7 +77,7 @@ def test_stack_order(tmp_path) -> None:
                          StatsLayer]
         assert isinstance(node, LocalDirBackend)
         assert isinstance(stack.raw, RetryLayer)
-        assert stack.config.compression.level == 3
+        assert stack.config.compression.level == 1
 
 
 def test_pack_layer_goes_above_the_pack_cache_and_retry(tmp_path) -> None:
