@@ -48,7 +48,7 @@ import asyncssh
 
 from rsyncd_py.fs.base import FsProvider
 from rsyncd_py.transports.command import ServerCommand
-from rsyncd_py.transports.ssh_send import skip_cbc_countermeasure
+from rsyncd_py.transports.ssh_send import tune_sending
 from rsyncd_py.transports.ssh_session import RsyncSession
 from rsyncd_py.transports.stream import ByteStream
 
@@ -279,7 +279,7 @@ class ClientConnection(asyncssh.SSHServer):
             conn.abort()
             return
         server._connections.add(self)
-        skip_cbc_countermeasure(conn)
+        tune_sending(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self not in self.server._connections:
