@@ -110,10 +110,20 @@ class StoreFileSystem:
         await self.run(self.tx.checkpoint)
         self._ns = self.tx.ns
 
+    def check_writable(self, path: bytes) -> None:
+        """Raise FsError(EROFS) unless this session may write at `path`.
+
+        Not part of the FileSystem contract: a push checks its destination with it
+        before anything else, so a push into /.snapshots fails once with the reason.
+        """
+        self._writable(path)
+
     def _writable(self, path: bytes) -> Transaction:
         parts = check_path(path)
         if parts and parts[0] == RESERVED_ROOT_NAME:
-            raise FsError(errno.EROFS, "Read-only file system (snapshot view)", path)
+            raise FsError(
+                errno.EROFS, "Read-only file system (/.snapshots holds read-only snapshots)", path
+            )
         if self.tx is None:
             raise FsError.read_only(path)
         return self.tx

@@ -83,7 +83,7 @@ async def get_local_name(
     if dest_arg is None:
         return Destination(base)
     rel, trailing_slash = resolve_path(dest_arg)
-    path = _join(base, rel)
+    path = join_path(base, rel)
     shown = dest_arg.rstrip("/") if trailing_slash else dest_arg
     if file_total is None:
         file_total = len(entries)
@@ -171,7 +171,8 @@ async def make_path(fs: FileSystem, path: bytes, dir_st: Stat, *, dry_run: bool 
     return created
 
 
-def _join(base: bytes, rel: bytes) -> bytes:
+def join_path(base: bytes, rel: bytes) -> bytes:
+    """`rel` below the root-relative directory `base`."""
     if not base:
         return rel
     return base + b"/" + rel if rel else base

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from rsyncd_py.fs.base import FileSystem
+from rsyncd_py.fs.base import FileSystem, FsError
 from rsyncd_py.protocol.constants import (
     IOERR_DEL_LIMIT,
     IOERR_GENERAL,
@@ -32,7 +32,7 @@ from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.roles.delete import Deleter
-from rsyncd_py.roles.destination import get_local_name, resolve_path
+from rsyncd_py.roles.destination import get_local_name, join_path, resolve_path
 from rsyncd_py.roles.flist_recv import ListReceiver, receive_filter_rules
 from rsyncd_py.roles.generator import Generator
 from rsyncd_py.roles.hardlinks import is_hlinked
@@ -55,7 +55,8 @@ async def do_server_recv(
     base, _ = resolve_path(args.pop(0)) if args else (b"", False)
     dest_arg = args[0] if args else None
     if dest_arg is not None:
-        resolve_path(dest_arg)  # refuse an escaping destination before reading anything
+        # refuse an escaping or read-only destination before reading anything
+        _check_writable(fs, join_path(base, resolve_path(dest_arg)[0]), dest_arg)
 
     rules = await receive_filter_rules(wire, opts, neg.protocol)
     incoming = ListReceiver(wire, opts, neg)
@@ -142,6 +143,25 @@ def _first_failure(group: BaseExceptionGroup) -> BaseException:
         if isinstance(exc, SessionError):
             return exc
     return leaves[0]
+
+
+def _check_writable(fs: FileSystem, path: bytes, shown: str) -> None:
+    """Refuse a push into a place the file system keeps read-only (the store's snapshots).
+
+    Real rsync would fail on each file there (exit 23) or on making the directory;
+    this fails once, up front, saying why. File systems without `check_writable`
+    (it is not part of the contract) find out file by file.
+    """
+    check = getattr(fs, "check_writable", None)
+    if check is None:
+        return
+    try:
+        check(path)
+    except FsError as exc:
+        raise SessionError(
+            f'rsync: [Receiver] ERROR: cannot push into "{shown}": {exc.strerror} ({exc.errno})',
+            ExitCode.RERR_FILEIO,
+        ) from exc
 
 
 def _peer_io_error(t: Transfer, payload: bytes) -> None:

@@ -81,3 +81,22 @@ def test_push_stopped_by_max_delete_exits_25_once(target: str, rsync_harness: Rs
         ["-a", "--delete", "--max-delete=1", "src/", "lh:dst/"], [oracle, ours], tree=None
     )
     _same_ending(o, r, 25)
+
+
+def test_push_into_a_snapshot_is_refused_up_front(rsync_harness: RsyncHarness) -> None:
+    """/.snapshots is read-only: one clear error and exit 11, not a failure per file."""
+    h = rsync_harness
+    write_file(h.client_dir / "src" / "f", b"f\n", T0)
+    store = h.rsyncd_store()
+    assert h.run(store, ["-a", "src/", "lh:dst/"], tree=None).returncode == 0
+    listing = h.run(store, ["lh:/.snapshots/"], tree=None)
+    ids = [line.split()[-1] for line in listing.stdout.splitlines() if not line.endswith(b" .")]
+    assert len(ids) == 1, listing.describe()
+    for dest in (f"/.snapshots/{ids[0].decode()}/dst/", "/.snapshots/", "/.snapshots/new/"):
+        result = h.run(store, ["-a", "src/", f"lh:{dest}"], tree=None)
+        assert result.returncode == 11, result.describe()
+        assert b"rsync: [Receiver] ERROR: cannot push into" in result.stderr
+        assert b"Read-only file system" in result.stderr and b"(30)" in result.stderr
+        assert b"/.snapshots holds read-only snapshots" in result.stderr
+    again = h.run(store, ["lh:/.snapshots/"], tree=None)
+    assert again.stdout == listing.stdout  # no new snapshot, nothing changed

@@ -5,7 +5,7 @@ delete files, push again with ``--delete``, and then use only the real rsync cli
 ``rsync host:/.snapshots/`` lists the snapshot ids with their times, a pull from
 ``/.snapshots/<first>/`` returns the tree exactly as it was, the newest one and the
 live root return the new tree, a recursive pull of ``/`` does not copy history, and a
-push into a snapshot fails as a push into a read-only file system does (exit 23)
+push into a snapshot is refused up front (exit 11, "Read-only file system")
 without changing it.
 """
 
@@ -101,7 +101,7 @@ def test_push_into_a_snapshot_fails_and_changes_nothing(
     write_file(src / "a", b"two!", 1_700_000_000_000_000_000)
     write_file(src / "b", b"new", 1_700_000_000_000_000_000)
     result = h.run(store, ["-a", "--delete", "src/", f"lh:/.snapshots/{first_id}/data/"], tree=None)
-    assert result.returncode == 23, result.describe()
+    assert result.returncode == 11, result.describe()  # refused before any file
     assert b"Read-only file system" in result.stderr
     after = restore(h, store, f"/.snapshots/{first_id}/data/", "after")
     assert_same_tree(before, snapshot(after))
