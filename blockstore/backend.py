@@ -146,6 +146,18 @@ class Backend(ABC):
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key`, replacing any existing object atomically."""
 
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """`put` each (key, data) of `items`, in order.
+
+        A layer that can store a batch for less than one call per object overrides
+        this (the pack layer appends a run of blocks under one lock; the compression
+        and encryption layers transform the batch and hand it down); the default puts
+        each through this object's own `put`, so a layer that transforms objects is
+        right without knowing of it.
+        """
+        for key, data in items:
+            self.put(key, data)
+
     @abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Store `data` only if `key` does not exist; return whether it was stored.
@@ -156,6 +168,10 @@ class Backend(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Return whether `key` exists."""
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """`exists` of each key (the pack layer answers a batch under one lock)."""
+        return [self.exists(key) for key in keys]
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -136,5 +136,8 @@ class CompressLayer(Layer):
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, self.encode(data))
 
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.inner.put_many([(key, self.encode(data)) for key, data in items])
+
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return self.inner.put_if_absent(key, self.encode(data))

@@ -79,5 +79,8 @@ class EncryptLayer(Layer):
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, self.seal(key, data))
 
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.inner.put_many([(key, self.seal(key, data)) for key, data in items])
+
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return self.inner.put_if_absent(key, self.seal(key, data))

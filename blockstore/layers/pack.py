@@ -244,6 +244,20 @@ class PackLayer(Layer):
         self._enqueue(sealed)
         return True
 
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Append a run of objects under one lock (a builder's run of new blocks)."""
+        packed = [(key, self._packed(key), data) for key, data in items]
+        for key, parsed, data in packed:
+            if parsed is None:
+                self.inner.put(key, data)
+        sealed: list[tuple[int, _Pack] | None] = []
+        with self._lock:
+            for key, parsed, data in packed:
+                if parsed is not None:
+                    sealed.append(self._add_locked(key, parsed, bytes(data)))
+        for pack in sealed:
+            self._enqueue(pack)
+
     def _append(self, key: str, parsed: tuple[int, bytes], data: bytes) -> None:
         with self._lock:
             sealed = self._add_locked(key, parsed, data)
@@ -455,6 +469,20 @@ class PackLayer(Layer):
             if key in self._pending:
                 return True
         return self.index.lookup(*parsed) is not None
+
+    def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """`exists` of a batch: pending objects, then one index lookup for the rest."""
+        parsed = [self._packed(key) for key in keys]
+        with self._lock:
+            found = [key in self._pending for key in keys]
+        asked = [(i, p) for i, p in enumerate(parsed) if p is not None and not found[i]]
+        located = self.index.lookup_many([p for _i, p in asked])
+        for (i, _p), location in zip(asked, located, strict=True):
+            found[i] = location is not None
+        for i, p in enumerate(parsed):
+            if p is None:
+                found[i] = self.inner.exists(keys[i])
+        return found
 
     def delete(self, key: str) -> None:
         parsed = self._packed(key)

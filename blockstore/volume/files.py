@@ -235,8 +235,13 @@ class FileBuilder:
         return known if any(ident is not None for ident in known) else None
 
     def _store(self, chunks: list[bytes]) -> list[bytes | None]:
-        """Store each chunk; None for an all-zero one (a hole)."""
-        return [None if is_zero(chunk) else self._objects.put_block(chunk) for chunk in chunks]
+        """Store a run of chunks (one batch down the stack); None for an all-zero one."""
+        zero = [is_zero(chunk) for chunk in chunks]
+        if not any(zero):
+            return list(self._objects.put_blocks(chunks))
+        data = [chunk for chunk, hole in zip(chunks, zero, strict=True) if not hole]
+        stored = iter(self._objects.put_blocks(data))
+        return [None if hole else next(stored) for hole in zero]
 
     def _collect_oldest(self) -> None:
         item, lengths, known = self._pending.popleft()

@@ -24,6 +24,7 @@ the snapshot's statistics.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blockstore.backend import Backend, IntegrityError, Layer
@@ -69,6 +70,25 @@ class ObjectStore:
                 self.counters.bytes_dedup += len(data)
         return block_id
 
+    def put_blocks(self, chunks: Sequence[bytes]) -> list[bytes]:
+        """`put_block` of a run of blocks: one presence check and one append per run.
+
+        What a builder stores for each run of chunks; per block only the hash and
+        the compression are left (the locks, the index lookup and the pack append
+        are per run).
+        """
+        ids = [self.hasher.digest(chunk) for chunk in chunks]
+        keys = [block_key(block_id) for block_id in ids]
+        stored = self._put_many(keys, chunks)
+        new_bytes = sum(len(chunks[i]) for i in stored)
+        with self._lock:
+            counters = self.counters
+            counters.blocks_new += len(stored)
+            counters.bytes_new += new_bytes
+            counters.blocks_dedup += len(chunks) - len(stored)
+            counters.bytes_dedup += sum(map(len, chunks)) - new_bytes
+        return ids
+
     def count_reused(self, blocks: int, length: int) -> None:
         """Count blocks a writer reused by id (copies of stored blocks) as deduplicated."""
         if blocks:
@@ -113,6 +133,25 @@ class ObjectStore:
     def has(self, key: str) -> bool:
         """Whether `key` is stored (or being stored), asked as cheaply as possible."""
         return self._probe.exists(key)
+
+    def _put_many(self, keys: list[str], datas: Sequence[bytes]) -> list[int]:
+        """`_put_once` of a batch; return the indices of the objects stored now."""
+        mine = []  # in flight for this call (a key twice in the batch: the first)
+        with self._lock:
+            for i, key in enumerate(keys):
+                if key not in self._inflight:
+                    self._inflight.add(key)
+                    mine.append(i)
+        try:
+            present = self._probe.exists_many([keys[i] for i in mine])
+            new = [i for i, found in zip(mine, present, strict=True) if not found]
+            if new:
+                self.backend.put_many([(keys[i], datas[i]) for i in new])
+            return new
+        finally:
+            with self._lock:
+                for i in mine:
+                    self._inflight.discard(keys[i])
 
     def _put_once(self, key: str, data: bytes) -> bool:
         with self._lock:

@@ -6,7 +6,7 @@ ids), with only the chunks around the changes hashed and stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,13 @@ SIZE = 3 << 20
 def counting_puts(volume: Volume, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the length of every block the volume hashes and stores from now on."""
     calls: list[int] = []
-    put_block: Callable[[bytes], bytes] = volume.objects.put_block
+    put_blocks: Callable[[Sequence[bytes]], list[bytes]] = volume.objects.put_blocks
 
-    def counted(data: bytes) -> bytes:
-        calls.append(len(data))
-        return put_block(data)
+    def counted(chunks: Sequence[bytes]) -> list[bytes]:
+        calls.extend(map(len, chunks))
+        return put_blocks(chunks)
 
-    monkeypatch.setattr(volume.objects, "put_block", counted)
+    monkeypatch.setattr(volume.objects, "put_blocks", counted)
     return calls
 
 

@@ -58,6 +58,23 @@ def test_objects_travel_in_packs_and_read_back(tmp_path: Path) -> None:
     layer.close()
 
 
+def test_batches_are_packed_and_found_like_single_objects(tmp_path: Path) -> None:
+    """put_many across a pack boundary, exists_many over pending, indexed, absent and
+    unpacked keys: the answers `put` and `exists` give one by one."""
+    inner = MemoryBackend()
+    layer = PackLayer(inner, tmp_path, pack_size=10_000)
+    layer.put_many([(key(n), data(n)) for n in range(25)] + [("lease", b"held")])
+    layer.put_many([(key(n), data(n)) for n in range(25, 28)])  # pending in memory
+    keys = [key(0), key(26), key(99), "lease", "config", key(3, "trees")]
+    assert layer.exists_many(keys) == [layer.exists(k) for k in keys]
+    assert layer.exists_many(keys) == [True, True, False, True, False, False]
+    layer.flush()
+    assert len(packs_in(inner)) == 3  # 28,000 bytes in packs of 10,000: sealed mid-batch
+    assert [layer.get(key(n)) for n in range(28)] == [data(n) for n in range(28)]
+    assert inner.get("lease") == b"held"
+    layer.close()
+
+
 def test_trailer_describes_the_pack(tmp_path: Path) -> None:
     inner = MemoryBackend()
     layer = PackLayer(inner, tmp_path)
