@@ -25,8 +25,10 @@ from typing import Any
 from blockstore.backend import Backend, NotFoundError, StoreError
 
 CONFIG_KEY = "config"
-FORMAT_VERSION = 2  # 2: every object carries a checksum (layers/compress.py)
-READABLE_VERSIONS = (1, 2)
+# 2: every object carries a checksum (layers/compress.py); 3: ids are BLAKE3
+# (volume/blockid.py). docs/STORE.md has the table.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _MAGIC = "rsyncd-py block store"
 
 

@@ -89,13 +89,14 @@ class Volume:
         stack: StoreStack | None = None,
         host: str | None = None,
         workers: int = 2,
+        id_hash: str = "blake3",
     ) -> None:
         self.backend = backend
         self.params = params or VolumeParams()
         self.chunk_params = self.params.chunk.with_secret_seed(id_key)
         self.stack = stack
         self.host = host or socket.gethostname()
-        self.objects = ObjectStore(backend, BlockHasher(id_key))
+        self.objects = ObjectStore(backend, BlockHasher(id_key, id_hash))
         self.snapshots = SnapshotStore(backend)
         self.trees = TreeCache()
         self.commit_lock = threading.Lock()
@@ -106,7 +107,11 @@ class Volume:
     def from_stack(cls, stack: StoreStack, **kwargs: Any) -> Volume:
         """A volume over an open store stack (which it will close)."""
         params = VolumeParams.from_config(stack.config.volume)
-        return cls(stack.backend, params=params, id_key=stack.keys.id_key, stack=stack, **kwargs)
+        id_hash = "blake3" if stack.config.format_version >= 3 else "sha256"
+        return cls(
+            stack.backend, params=params, id_key=stack.keys.id_key, stack=stack,
+            id_hash=id_hash, **kwargs,
+        )  # fmt: skip
 
     # -- snapshots and namespaces --------------------------------------------------------
 

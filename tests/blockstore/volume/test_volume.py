@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from collections.abc import Callable
 
+import blake3
 import numpy as np
 import pytest
 
 from blockstore.backend import IntegrityError
-from blockstore.config import CONFIG_KEY
+from blockstore.config import CONFIG_KEY, FORMAT_VERSION
 from blockstore.factory import open_backend
 from blockstore.layers.compress import HEADER_RAW
 from blockstore.volume import VolumeParams
@@ -214,6 +217,30 @@ def test_unencrypted_store_detects_a_flipped_byte_on_read(store: StoreHarness) -
     fresh = store.open(state="fresh-state")  # no cached copy of the good block
     with pytest.raises(IntegrityError, match="does not match its checksum"):
         read(fresh, b"a")
+
+
+@pytest.mark.parametrize(
+    ("version", "id_of"),
+    [
+        (3, lambda data: blake3.blake3(data).digest()),
+        (2, lambda data: hashlib.sha256(data).digest()),
+    ],
+)
+def test_ids_are_the_format_s_hash(
+    store: StoreHarness, version: int, id_of: Callable[[bytes], bytes]
+) -> None:
+    """Format 3 names objects by BLAKE3, older stores keep SHA-256 (dedup across
+    versions would otherwise break: the same block must keep its id in a store)."""
+    store.create()
+    if version != FORMAT_VERSION:
+        backend = open_backend(store.url)
+        document = json.loads(backend.get(CONFIG_KEY))
+        document["format_version"] = version
+        backend.put(CONFIG_KEY, json.dumps(document).encode())
+    volume = store.open()
+    data = random_bytes(3000, seed=6)  # one block
+    records = write(volume, data).content.records
+    assert records[:32] == id_of(data)
 
 
 def test_a_format_1_store_is_read_and_written_in_its_own_format(store: StoreHarness) -> None:
