@@ -159,6 +159,35 @@ CASES = [
     Case("one-file-system", ("-aix",)),
     Case("copy-links", ("-aiL",)),
     Case("safe-links", ("-ai", "--safe-links")),
+    Case("secluded-args", ("-ais", "--stats"), changed=True),
+    Case("old-args", ("-ai", "--old-args")),
+    Case("progress", ("-a", "--progress", "--stats"), changed=True),
+    Case("out-format", ("-a", "--out-format=%i %n%L %l"), changed=True),
+    Case("quiet", ("-aq", "--delete"), changed=True),
+    Case("timeout", ("-ai", "--timeout=60", "--contimeout=60")),
+    Case("bwlimit", ("-ai", "--bwlimit=100m")),
+    Case("no-owner-no-group", ("-ai", "--no-o", "--no-g")),
+    Case("no-specials", ("-ai", "--no-specials")),
+    Case("copy-unsafe-links", ("-ai", "--copy-unsafe-links")),
+    Case("super", ("-ai", "--super")),
+    Case("fsync", ("-ai", "--fsync")),
+    Case("open-noatime", ("-ai", "--open-noatime")),
+    Case("msgs2stderr", ("-ai", "--msgs2stderr", "--delete"), changed=True),
+    Case("no-msgs2stderr", ("-ai", "--no-msgs2stderr", "--delete"), changed=True),
+    Case(
+        "info-debug",
+        ("-ai", "--info=name2,del2", "--debug=none"),
+        changed=True,
+        gaps={
+            "root": "with --info=NAME2 rsyncd-py prints 'X is uptodate' for unchanged files; "
+            "rsync 3.2.7 as server prints only their itemize lines (it says uptodate for -vv)"
+        },
+    ),
+    Case("iconv", ("-ai", "--iconv=utf8,utf8"), gaps=both(REFUSED.format("--iconv"))),
+    Case("max-alloc", ("-ai", "--max-alloc=1G")),
+    Case("ignore-missing-args", ("-ai", "--ignore-missing-args")),
+    Case("write-devices", ("-ai", "--write-devices")),
+    Case("numeric-ids-changed", ("-ai", "--numeric-ids", "--stats"), changed=True),
 ]
 
 
