@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rsyncd_py.protocol.checksums import strong_block_sums, weak_block_sums
-from rsyncd_py.protocol.match import BlockSums, Matcher
+from rsyncd_py.protocol.match import MAX_SKIP, BlockSums, Matcher
 from rsyncd_py.protocol.sums import pack_block_sums
 from rsyncd_py.protocol.tokens import Literal, Match
 
@@ -127,6 +127,28 @@ def test_repetitive_data_and_identical_blocks() -> None:
     # identical zero blocks are matched as a consecutive run (rsync's want_i)
     indices = [i.index for i in items if isinstance(i, Match)][:10]
     assert indices == list(range(indices[0], indices[0] + 10))
+
+
+@pytest.mark.parametrize("changed_in_a_row", [1, 2, MAX_SKIP, MAX_SKIP + 1, MAX_SKIP + 3])
+def test_blocks_changed_in_place_cost_exactly_themselves(changed_in_a_row: int) -> None:
+    rnd = random.Random(changed_in_a_row)
+    blength = 1024
+    basis = rnd.randbytes(200 * blength + 77)
+    new = bytearray(basis)
+    changed = set()
+    for first in (0, 17, 60, 61 + changed_in_a_row, 150, 200 - changed_in_a_row):
+        for block in range(first, first + changed_in_a_row):
+            new[block * blength + 5 : block * blength + 9] = rnd.randbytes(4)
+            changed.add(block)
+    sums = block_sums(basis, blength, 4)
+    for pieces in ([len(new)], [3000] * 70, [blength] * 201, [100_000, 7]):
+        items = search(sums, bytes(new), pieces)
+        assert rebuild(items, basis, sums) == new
+        # in place, whatever the run of changes: the changed blocks and nothing else
+        assert literal_bytes(items) == len(changed) * blength
+        assert [i.index for i in items if isinstance(i, Match)] == [
+            b for b in range(sums.count) if b not in changed
+        ]
 
 
 def test_short_last_block_matches_only_at_the_end() -> None:
