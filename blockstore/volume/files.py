@@ -330,21 +330,42 @@ class FileReader:
 
     def fetch(self, block_id: bytes | None, length: int, begin: int | None = None) -> bytes:
         """The content of one block (zeros for a hole); `begin` is its file offset."""
-        if block_id is None:
-            return bytes(length)
+        return self.fetch_many([(block_id, begin, length)])[0]
+
+    def fetch_many(self, blocks: Sequence[tuple[bytes | None, int | None, int]]) -> list[bytes]:
+        """`fetch` of each (block id or None, file offset or None, length), in one batch.
+
+        Cached blocks and holes cost no I/O; the others are fetched together (a run of
+        a file's blocks is mostly one range read of its pack). The last `cache_blocks`
+        of them stay cached.
+        """
+        out: list[bytes] = []
+        wanted: list[tuple[int, bytes, int | None, int]] = []  # (place in out, id, begin, length)
         with self._lock:
-            found = self._cache.get(block_id)
-            if found is not None:
+            for block_id, begin, length in blocks:
+                if block_id is None:
+                    out.append(bytes(length))
+                    continue
+                found = self._cache.get(block_id)
+                if found is None:
+                    wanted.append((len(out), block_id, begin, length))
+                    out.append(b"")
+                    continue
                 self._cache.move_to_end(block_id)
                 if begin is not None and found[0] != begin:
                     self._cache[block_id] = (begin, found[1])
-                return found[1]
-        data = self._objects.get_block(block_id, length)
+                out.append(found[1])
+        if not wanted:
+            return out
+        fetched = self._objects.get_blocks([(block_id, n) for _i, block_id, _b, n in wanted])
         with self._lock:
-            self._cache[block_id] = (begin, data)
+            for (i, *_block), data in zip(wanted, fetched, strict=True):
+                out[i] = data
+            for i, block_id, begin, _length in wanted[-self._cache_blocks :]:
+                self._cache[block_id] = (begin, out[i])
             while len(self._cache) > self._cache_blocks:
                 self._cache.popitem(last=False)
-        return data
+        return out
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to `length` bytes at `offset` (fewer at the end, b"" past it)."""

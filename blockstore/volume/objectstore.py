@@ -110,14 +110,19 @@ class ObjectStore:
 
     def get_block(self, block_id: bytes, length: int) -> bytes:
         """Fetch a block; check its length and (unencrypted stores) its content hash."""
-        key = block_key(block_id)
-        data = self.backend.get(key)
-        if len(data) != length:
-            raise IntegrityError(
-                f"{key}: block is {len(data)} bytes, its file expects {length}", key=key
-            )
-        self._check(key, block_id, data)
-        return data
+        return self.get_blocks([(block_id, length)])[0]
+
+    def get_blocks(self, blocks: Sequence[tuple[bytes, int]]) -> list[bytes]:
+        """`get_block` of each (id, length), fetched as one batch (`Backend.get_many`)."""
+        keys = [block_key(block_id) for block_id, _length in blocks]
+        found = self.backend.get_many(keys)
+        for key, (block_id, length), data in zip(keys, blocks, found, strict=True):
+            if len(data) != length:
+                raise IntegrityError(
+                    f"{key}: block is {len(data)} bytes, its file expects {length}", key=key
+                )
+            self._check(key, block_id, data)
+        return found
 
     def get_tree(self, tree_id: bytes) -> bytes:
         """Fetch a tree or list object, checked like a block."""

@@ -11,8 +11,10 @@ them again. Its `commit` waits for the builder, puts
 the finished file into the session's transaction, and lets the session checkpoint.
 A `StoreFileReader` fetches blocks on the executor; `stream` fetches them in runs of
 about `READ_RUN` bytes (one executor job per run, not per block: each hop costs GIL
-hand-offs) and keeps `READ_AHEAD` runs in flight ahead of the consumer so GETs overlap
-with sending.
+hand-offs; a run's blocks are one batch down the store, mostly one range read of a
+pack) and keeps `READ_AHEAD` runs in flight ahead of the consumer so GETs overlap with
+sending. Runs are planned `READ_AHEAD` at a time, in one job, and each is yielded as
+it is, without re-cutting it into other pieces.
 
 `fs_errors` turns store and namespace errors into `FsError` naming the path.
 """
@@ -140,49 +142,70 @@ class StoreFileReader:
             return cached
         return await self._fs.run(self._reader.read, offset, length)
 
-    async def stream(self, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Yield the content in order, fetching up to READ_AHEAD runs of blocks ahead."""
-        blocks = self._reader.blocks(0)
+    async def stream(self, chunk_size: int = READ_RUN) -> AsyncIterator[bytes]:
+        """Yield the content in order, a run of blocks (about `chunk_size`) at a time.
+
+        Runs are planned READ_AHEAD at a time in one job (walking the block list may
+        load list objects) and fetched one job each, up to READ_AHEAD ahead.
+        """
+        planner = _RunPlanner(self._reader.blocks(0), chunk_size)
+        planned: deque[list[_Block]] = deque()
         inflight: deque[asyncio.Future[bytes]] = deque()
         exhausted = False
-        pending = bytearray()
         try:
             while True:
                 while not exhausted and len(inflight) < READ_AHEAD:
-                    run = await self._fs.run(_next_run, blocks)
-                    if not run:
-                        exhausted = True
-                        break
-                    inflight.append(self._fs.submit(self._fetch_run, run))
+                    if not planned:
+                        planned.extend(await self._fs.run(planner.next_runs, READ_AHEAD))
+                        exhausted = not planned
+                        continue
+                    inflight.append(self._fs.submit(self._fetch_run, planned.popleft()))
                 if not inflight:
                     break
-                pending += await inflight.popleft()
-                while len(pending) >= chunk_size:
-                    yield bytes(pending[:chunk_size])
-                    del pending[:chunk_size]
-            if pending:
-                yield bytes(pending)
+                yield await inflight.popleft()
         finally:
             for future in inflight:
                 future.cancel()
 
     def _fetch_run(self, run: list[_Block]) -> bytes:
         """On the executor: the content of a run of consecutive blocks."""
-        return b"".join([self._reader.fetch(i, length, begin) for i, begin, length in run])
+        return b"".join(self._reader.fetch_many(run))
 
     async def close(self) -> None:
         """Nothing to release (blocks are fetched per read)."""
 
 
-def _next_run(blocks: Iterator[_Block]) -> list[_Block]:
-    """The next blocks of `blocks` up to about READ_RUN bytes (empty at the end)."""
-    run, size = [], 0
-    for found in blocks:
-        run.append(found)
-        size += found[2]
-        if size >= READ_RUN:
-            break
-    return run
+class _RunPlanner:
+    """Cuts a file's blocks into runs of about `run_size` bytes (a long hole into pieces)."""
+
+    def __init__(self, blocks: Iterator[_Block], run_size: int) -> None:
+        self._blocks = blocks
+        self._run_size = run_size
+        self._hole: _Block | None = None  # the rest of a hole cut at a run's end
+
+    def next_runs(self, count: int) -> list[list[_Block]]:
+        """Up to `count` more runs (fewer, or none, at the end of the file)."""
+        runs = []
+        while len(runs) < count and (run := self._next_run()):
+            runs.append(run)
+        return runs
+
+    def _next_run(self) -> list[_Block]:
+        run: list[_Block] = []
+        size = 0
+        while size < self._run_size:
+            block = self._hole or next(self._blocks, None)
+            self._hole = None
+            if block is None:
+                break
+            block_id, begin, length = block
+            room = self._run_size - size
+            if block_id is None and length > room:  # never materialise more than a run
+                self._hole = (None, begin + room, length - room)
+                block = (None, begin, room)
+            run.append(block)
+            size += block[2]
+        return run
 
 
 class StoreFileWriter:

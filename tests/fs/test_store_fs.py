@@ -18,7 +18,7 @@ import xxhash
 
 from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
-from blockstore.volume import Volume, VolumeParams
+from blockstore.volume import ChunkParams, Volume, VolumeParams
 from rsyncd_py.fs import store as store_fs
 from rsyncd_py.fs.base import FsError
 from rsyncd_py.fs.factory import StoreOptions
@@ -156,6 +156,25 @@ async def test_whole_file_digests_are_recorded(fs_env: ProviderEnv) -> None:
     assert digests == {"xxh128": xxhash.xxh3_128_digest(data)}
     reader = await fs.open_read(b"f")
     assert reader.digests == digests  # type: ignore[attr-defined]
+    await fs.close(True)
+
+
+@async_test
+async def test_stream_yields_runs_of_about_the_chunk_size(fs_env: ProviderEnv) -> None:
+    data = os.urandom(3 << 20)
+    fs = await fs_env.open(True)
+    writer = await fs.create(b"sparse")
+    await writer.write(data)
+    await writer.write_zeros(40 << 20)  # never materialised as one piece
+    await writer.write(data)
+    await writer.commit(file_stat(len(data) * 2 + (40 << 20)))
+    reader = await fs.open_read(b"sparse")
+    chunks = [chunk async for chunk in reader.stream(1 << 20)]
+    assert b"".join(chunks) == data + bytes(40 << 20) + data
+    # a run ends with the block that reaches the size: at most the chunker's largest more
+    assert max(map(len, chunks)) <= (1 << 20) + ChunkParams().max_size
+    assert len(chunks) >= 46
+    await reader.close()
     await fs.close(True)
 
 
