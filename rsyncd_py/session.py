@@ -43,7 +43,7 @@ from rsyncd_py.protocol.options import (
     parse_server_args,
     read_secluded_args,
 )
-from rsyncd_py.roles import acl_xattr
+from rsyncd_py.roles import acl_xattr, files_from
 from rsyncd_py.transports.stream import ByteStream
 from rsyncd_py.wire import Log, PeerExit, Wire
 
@@ -51,7 +51,6 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 REFUSED_OPTIONS: tuple[str, ...] = (
     *NOT_YET_SUPPORTED,
     "atimes",
-    "files-from",
 )
 
 # How long to keep reading after a fatal error while the client winds down.
@@ -145,6 +144,11 @@ class _Session:
                 "rsync: --sender: pulling from this server is not supported yet\n",
                 ExitCode.RERR_UNSUPPORTED,
             )
+        if opts.files_from not in (None, "-"):  # options.c opens a server-side list now
+            try:
+                opts.files_from_list = await files_from.read_server_list(self.provider, opts)
+            except OptionError as exc:
+                return self._refuse(exc.stderr_line, exc.exit_code)
         self.role = "sender" if opts.am_sender else "generator"
         return opts
 
@@ -213,7 +217,7 @@ class _Session:
         seed = opts.checksum_seed or handshake.make_seed(int(time.time()), os.getpid())
         wire.write(pack_int(seed))
         wire.start_multiplex_out()
-        if protocol >= 30:
+        if protocol >= 31 or (protocol == 30 and not _forwards_files_from(opts)):
             wire.start_multiplex_in()
         if opts.io_timeout:
             wire.set_timeout(opts.io_timeout)
@@ -291,6 +295,11 @@ class _Session:
             if wire.protocol >= 31:
                 await wire.drain_until_eof(_DRAIN_TIMEOUT)
         return code
+
+
+def _forwards_files_from(opts: ServerOptions) -> bool:
+    """A pulling client sends its --files-from list unframed (the sender switches later)."""
+    return bool(opts.am_sender) and opts.files_from == "-"
 
 
 def _supported_compressions() -> list[str]:

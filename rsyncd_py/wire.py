@@ -357,6 +357,17 @@ class Wire:
             self._flush_timer.cancel()
             self._flush_timer = None
 
+    def write_unframed(self, data: bytes) -> None:
+        """Send `data` outside the multiplexing, after everything buffered before it.
+
+        io.c's MPLX_TO_BUFFERED switch: below protocol 31 a --files-from list travels
+        unframed. The caller sends nothing else until the peer is done reading it.
+        """
+        self._flush()
+        self.total_written += len(data)
+        self._stream.write(data)
+        self._last_out = time.monotonic()
+
     async def drain(self) -> None:
         """Wait until the transport has room (call after writing a lot)."""
         await self._stream.drain()

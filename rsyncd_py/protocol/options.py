@@ -105,6 +105,7 @@ class ServerOptions:
     relative_paths: int = -1
     implied_dirs: int = 1
     files_from: str | None = None
+    files_from_list: bytes | None = None  # a server-side list, read by the session
     eol_nulls: int = 0
     missing_args: int = 0
     ignore_times: int = 0

@@ -65,7 +65,7 @@ from rsyncd_py.protocol.ndx import NdxDecoder, NdxEncoder
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.protocol.stats import DeleteStats, TransferStats
 from rsyncd_py.protocol.sums import SumHead, pack_sum_head, read_sum_head
-from rsyncd_py.roles import acl_xattr
+from rsyncd_py.roles import acl_xattr, files_from
 from rsyncd_py.roles.delta_send import DeltaSender
 from rsyncd_py.roles.flist_build import FileListBuilder, SendEntry
 from rsyncd_py.roles.flist_extra import MIN_FILECNT_LOOKAHEAD, ExtraLists, IncrementalBuilder
@@ -144,8 +144,11 @@ class Sender:
         self.wire.on_message(MSG_ERROR_EXIT, self._peer_exit)
         if reason := self.opts.unsupported_reason(UNSUPPORTED_WHEN_SENDING):
             raise SessionError(f"rsync: {reason}", ExitCode.RERR_SYNTAX)
-        rules = await self._read(lambda buf: read_filter_list(buf, self.protocol))
-        if not await self.send_file_list(rules):
+        rules, names = await self._read_client_lists()
+        if names is None and self.opts.files_from_list is not None:
+            eol_nulls = bool(self.opts.eol_nulls)
+            names = files_from.local_names(self.opts.files_from_list, eol_nulls=eol_nulls)
+        if not await self.send_file_list(rules, names):
             await self.wire.flush()
             return self.exit_code()  # the client expects nothing more
         await self.send_files_loop()
@@ -158,8 +161,25 @@ class Sender:
 
     # --- flist.c send_file_list -------------------------------------------------------
 
-    async def send_file_list(self, rules: list[bytes]) -> bool:
-        """Rsync flist.c:send_file_list; returns False when the list is empty."""
+    async def _read_client_lists(self) -> tuple[list[bytes], list[bytes] | None]:
+        """The client's filter rules, then the --files-from names it forwards, if any."""
+        protocol = self.protocol
+        if self.opts.files_from != "-":
+            return await self._read(lambda buf: read_filter_list(buf, protocol)), None
+        if protocol == 30:  # framed rules, unframed names, then multiplexed (files_from.py)
+            rules = await self._read(lambda buf: files_from.read_filter_frames(buf, protocol))
+            names = await files_from.read_client_names(self.wire)
+            self.wire.start_multiplex_in()
+        else:
+            rules = await self._read(lambda buf: read_filter_list(buf, protocol))
+            names = await files_from.read_client_names(self.wire)
+        return rules, names
+
+    async def send_file_list(self, rules: list[bytes], names: list[bytes] | None = None) -> bool:
+        """Rsync flist.c:send_file_list; returns False when the list is empty.
+
+        With --files-from the `names` are the sources, below the first argument.
+        """
         opts, neg, wire = self.opts, self.neg, self.wire
         started = time.monotonic()
         args = [a.encode("utf-8", "surrogateescape") for a in opts.args]
@@ -170,9 +190,14 @@ class Sender:
                 ExitCode.RERR_FILESELECT,
             )
         sources = args[1:]
-        if not sources and (opts.recurse or opts.xfer_dirs > 0 or opts.list_only):
-            sources = [b"."]
-        sources = await expand_args(self.fs, base, sources, shell=opts.protect_args != 2)
+        if names is not None:
+            base = await files_from.source_dir(self.fs, base, sources[0] if sources else None)
+            keep_dots = opts.relative_paths > 0
+            sources = [files_from.sanitize_name(name, keep_dot_dirs=keep_dots) for name in names]
+        else:
+            if not sources and (opts.recurse or opts.xfer_dirs > 0 or opts.list_only):
+                sources = [b"."]
+            sources = await expand_args(self.fs, base, sources, shell=opts.protect_args != 2)
 
         options = flist_options(opts, neg)
         encoder = self.flist_encoder

@@ -31,6 +31,7 @@ from rsyncd_py.protocol.flist_sort import prune_empty_dirs
 from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
+from rsyncd_py.roles import files_from
 from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.destination import get_local_name, join_path, resolve_path
 from rsyncd_py.roles.flist_recv import ListReceiver, receive_filter_rules
@@ -59,6 +60,9 @@ async def do_server_recv(
         _check_writable(fs, join_path(base, resolve_path(dest_arg)[0]), dest_arg)
 
     rules = await receive_filter_rules(wire, opts, neg.protocol)
+    if opts.files_from_list is not None:  # a list on our side: the sender reads it
+        files_from.send_list(wire, opts)
+        await wire.flush()
     incoming = ListReceiver(wire, opts, neg)
     received = await incoming.receive_first(rules)
     t = Transfer(
