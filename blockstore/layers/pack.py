@@ -4,11 +4,12 @@ Theory of operation. S3 bills per request and a PUT costs tens of milliseconds, 
 volume's blocks and tree objects (`blocks/<64 hex>`, `trees/<64 hex>`, already
 compressed and encrypted one by one by the layers above) are appended to an in-memory
 pack. When it reaches `pack_size` it is sealed and queued for upload; `uploaders`
-threads upload packs while the caller goes on filling the next one. Sealed packs in
-flight are bounded: `put` blocks while `uploaders + queue_depth` of them are waiting
-or uploading, so memory stays bounded by about (1 + uploaders + queue_depth) x
-pack_size (48 MiB by default). Every other key passes straight through to the inner
-backend.
+threads upload packs while the callers go on filling the next one. Sealed packs in
+flight are bounded: a full pack waits, unsealed, until fewer than `uploaders +
+queue_depth` are waiting or uploading, and every `put` waits with it, so memory stays
+bounded by about (1 + uploaders + queue_depth) x pack_size (48 MiB by default) however
+many threads write (a writer blocked holding a sealed pack would add one per thread).
+Every other key passes straight through to the inner backend.
 
 A pack is its objects back to back, then a trailer listing (kind, id, length) for each
 and a fixed tail (magic, count, creation time, trailer length, CRC). Its name is 256
@@ -50,7 +51,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,18 +133,28 @@ class _Pack:
         self.datas.append(data)
         self.size += len(data)
 
-    def seal(self) -> tuple[bytes, str, int]:
+    def seal(self, copied: Callable[[int, memoryview], None]) -> tuple[bytearray, str, int]:
         """The pack's bytes, a fresh random name and its creation time.
 
-        The objects' own copies are dropped.
+        The objects are copied into one buffer one at a time, and the pack drops its
+        own reference to each as it goes; `copied(i, view)` is told where object i now
+        lives so the caller can drop its references too. Sealing thus holds a pack
+        about once, not twice (a join held every object and the whole pack at once:
+        16 MiB more per upload thread at the peak).
         """
         created = time.time_ns()
         trailer = b"".join(_ENTRY.pack(k, i, n) for _key, k, i, _off, n in self.entries)
         tail = _TAIL.pack(
             _MAGIC, _VERSION, len(self.entries), created, len(trailer), zlib.crc32(trailer)
         )
-        blob = b"".join([*self.datas, trailer, tail])
-        self.datas = []
+        blob = bytearray(self.size + len(trailer) + len(tail))
+        view = memoryview(blob)
+        datas, self.datas = self.datas, []
+        for i, (_key, _kind, _ident, offset, length) in enumerate(self.entries):
+            view[offset : offset + length] = datas[i]
+            datas[i] = b""
+            copied(i, view[offset : offset + length])
+        view[self.size :] = trailer + tail
         return blob, secrets.token_hex(32), created
 
 
@@ -211,7 +222,7 @@ class PackLayer(Layer):
         self._sync_lock = threading.Lock()
         self._last_sync = 0.0  # when the latest sync from the bucket started (monotonic)
         self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue()
-        self._room = threading.BoundedSemaphore(max(1, uploaders + queue_depth))
+        self._max_in_flight = max(1, uploaders + queue_depth)
         self._threads = [
             threading.Thread(target=self._upload_loop, name=f"pack-upload-{i}", daemon=True)
             for i in range(uploaders)
@@ -240,8 +251,7 @@ class PackLayer(Layer):
         with self._lock:
             if key in self._pending or self.index.lookup(*parsed) is not None:
                 return False
-            sealed = self._add_locked(key, parsed, bytes(data))
-        self._enqueue(sealed)
+            self._add_locked(key, parsed, bytes(data))
         return True
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
@@ -250,41 +260,41 @@ class PackLayer(Layer):
         for key, parsed, data in packed:
             if parsed is None:
                 self.inner.put(key, data)
-        sealed: list[tuple[int, _Pack] | None] = []
         with self._lock:
             for key, parsed, data in packed:
                 if parsed is not None:
-                    sealed.append(self._add_locked(key, parsed, bytes(data)))
-        for pack in sealed:
-            self._enqueue(pack)
+                    self._add_locked(key, parsed, bytes(data))
 
     def _append(self, key: str, parsed: tuple[int, bytes], data: bytes) -> None:
         with self._lock:
-            sealed = self._add_locked(key, parsed, data)
-        self._enqueue(sealed)
+            self._add_locked(key, parsed, data)
 
-    def _add_locked(
-        self, key: str, parsed: tuple[int, bytes], data: bytes
-    ) -> tuple[int, _Pack] | None:
+    def _add_locked(self, key: str, parsed: tuple[int, bytes], data: bytes) -> None:
+        """Append to the current pack (lock held); seal it when full and there is room.
+
+        A full pack left unsealed for lack of room is sealed first, once an upload has
+        finished (waiting releases the lock): backpressure for every writer at once.
+        """
         if len(data) >= 1 << 32:
             raise StoreError(f"{key}: object too large for a pack ({len(data)} bytes)", key=key)
+        while self._current.size >= self.pack_size:
+            if self._in_flight < self._max_in_flight:
+                self._seal_locked()
+            else:
+                self._idle.wait()
         self._current.add(key, parsed[0], parsed[1], data)
         self._pending[key] = (self._serial, data)
-        return self._seal_locked() if self._current.size >= self.pack_size else None
+        if self._current.size >= self.pack_size and self._in_flight < self._max_in_flight:
+            self._seal_locked()
 
-    def _seal_locked(self) -> tuple[int, _Pack] | None:
+    def _seal_locked(self) -> None:
+        """Queue the current pack for upload (lock held); the queue never blocks."""
         if not self._current.entries:
-            return None
-        sealed = (self._serial, self._current)
+            return
+        self._queue.put((self._serial, self._current))
         self._serial += 1
         self._current = _Pack()
         self._in_flight += 1
-        return sealed
-
-    def _enqueue(self, sealed: tuple[int, _Pack] | None) -> None:
-        if sealed is not None:
-            self._room.acquire()  # blocks while enough packs are in flight: backpressure
-            self._queue.put(sealed)
 
     def _upload_loop(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -305,16 +315,18 @@ class PackLayer(Layer):
                         if self._pending.get(key, (None,))[0] == serial:
                             del self._pending[key]
                     self._in_flight -= 1
+                    if self._current.size >= self.pack_size:  # left full for lack of room
+                        self._seal_locked()
                     self._idle.notify_all()
-                self._room.release()
 
     def _upload(self, serial: int, pack: _Pack) -> None:
-        blob, name, created = pack.seal()
-        view = memoryview(blob)
-        with self._lock:
-            for key, _kind, _ident, offset, length in pack.entries:
+        def copied(i: int, view: memoryview) -> None:  # serve reads from the pack's copy
+            key = pack.entries[i][0]
+            with self._lock:
                 if self._pending.get(key, (None,))[0] == serial:
-                    self._pending[key] = (serial, view[offset : offset + length])
+                    self._pending[key] = (serial, view)
+
+        blob, name, created = pack.seal(copied)
         self.inner.put(PACK_PREFIX + name, blob)
         number = self.index.add_pack(name, len(blob), created, len(pack.entries))
         # index only the objects neither deleted nor put again since; under the lock so
@@ -330,9 +342,7 @@ class PackLayer(Layer):
     def flush(self) -> None:
         """Upload the partial pack, wait for every upload, report failures, sync."""
         with self._lock:
-            sealed = self._seal_locked()
-        self._enqueue(sealed)
-        with self._lock:
+            self._seal_locked()
             while self._in_flight:
                 self._idle.wait()
             failures, self._failures = self._failures, []

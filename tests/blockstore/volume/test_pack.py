@@ -194,16 +194,43 @@ def test_put_blocks_when_the_upload_queue_is_full(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=producer)
     thread.start()
-    # pack 0 is uploading (blocked), pack 1 waits in the queue, sealing pack 2 blocks
+    # pack 0 is uploading (blocked), pack 1 waits in the queue, pack 2 is full but may
+    # not be sealed: the next put waits for room
     deadline = time.monotonic() + 30
-    while len(done) < 2 and time.monotonic() < deadline:
+    while len(done) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)
-    assert done == [0, 1] and thread.is_alive() and inner.started == 1
+    assert done == [0, 1, 2] and thread.is_alive() and inner.started == 1
     inner.release.set()
     thread.join()
     layer.flush()
     assert all(layer.get(key(n)) == data(n) for n in range(10))
+    layer.close()
+
+
+def test_many_writers_hold_no_more_packs_than_the_bound(tmp_path: Path) -> None:
+    """Eight threads writing while uploads are stuck: the packs in memory stay at
+    uploaders + queue_depth sealed plus the one being filled (no writer keeps a
+    sealed pack of its own while it waits)."""
+    inner = BlockingPuts(MemoryBackend())
+    layer = PackLayer(inner, tmp_path, pack_size=1000, uploaders=1, queue_depth=1)
+
+    def producer(first: int) -> None:
+        for n in range(first, first + 5):
+            layer.put(key(n), data(n))
+
+    threads = [threading.Thread(target=producer, args=(i * 5,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    with layer._lock:  # what the layer holds now: pending objects, one pack each
+        held = {serial for serial, _data in layer._pending.values()}
+    assert len(held) <= 3 and inner.started == 1
+    inner.release.set()
+    for thread in threads:
+        thread.join()
+    layer.flush()
+    assert all(layer.get(key(n)) == data(n) for n in range(40))
     layer.close()
 
 
