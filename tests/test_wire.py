@@ -170,6 +170,40 @@ def test_full_frames_are_sent_without_a_flush():
     run(main())
 
 
+def test_frames_of_one_write_reach_the_stream_in_one_write():
+    class Recorder:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(bytes(data))
+
+        async def drain(self) -> None:
+            pass
+
+    async def main():
+        stream = Recorder()
+        wire = Wire(stream)  # type: ignore[arg-type]
+        wire.start_multiplex_out()
+        payload = bytes(range(256)) * 4096  # 1 MiB: 32 whole frames, nothing left over
+        wire.write(b"x" * 10)
+        wire.write(payload)  # joins the buffered 10 bytes: 32 frames out, 10 bytes wait
+        wire.write(payload[:40_000])  # 40,010 buffered: one more frame out
+        # an SSH channel cuts each write into its own packets: one write per call, so a
+        # frame's 4-byte header never becomes a packet of its own
+        assert len(stream.writes) == 2
+        assert [len(write) for write in stream.writes] == [32 * (4 + 32768), 4 + 32768]
+        data, messages = demux(b"".join(stream.writes))
+        assert messages == [] and data == (b"x" * 10 + payload + payload[:40_000])[: 33 * 32768]
+        await wire.flush()  # the 7,242 bytes left
+        wire.write(payload)  # nothing buffered: framed where it lies
+        assert [len(write) for write in stream.writes[2:]] == [4 + 7242, 32 * (4 + 32768)]
+        data, _ = demux(b"".join(stream.writes))
+        assert data == b"x" * 10 + payload + payload[:40_000] + payload
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("msgs2stderr", "protocol", "error_on_stderr"),
     [(2, 31, True), (0, 31, False), (1, 31, True), (0, 29, False)],
