@@ -3,12 +3,15 @@
 Theory of operation. S3 bills per request and a PUT costs tens of milliseconds, so the
 volume's blocks and tree objects (`blocks/<64 hex>`, `trees/<64 hex>`, already
 compressed and encrypted one by one by the layers above) are appended to an in-memory
-pack. When it reaches `pack_size` it is sealed and queued for upload; `uploaders`
-threads upload packs while the callers go on filling the next one. Sealed packs in
-flight are bounded: a full pack waits, unsealed, until fewer than `uploaders +
-queue_depth` are waiting or uploading, and every `put` waits with it, so memory stays
-bounded by about (1 + uploaders + queue_depth) x pack_size (48 MiB by default) however
-many threads write (a writer blocked holding a sealed pack would add one per thread).
+pack. When it reaches `pack_size` -- or `pack_objects` objects: each costs a few
+hundred bytes of bookkeeping until its pack is uploaded, so a pack of tiny objects (a
+tree of small files) must not grow to millions of them -- it is sealed and queued for
+upload; `uploaders` threads upload packs while the callers go on filling the next one.
+Sealed packs in flight are bounded: a full pack waits, unsealed, until fewer than
+`uploaders + queue_depth` are waiting or uploading, and every `put` waits with it, so
+memory stays bounded by about (1 + uploaders + queue_depth) x pack_size (48 MiB by
+default) however many threads write (a writer blocked holding a sealed pack would add
+one per thread).
 Every other key passes straight through to the inner backend.
 
 A pack is its objects back to back, then a trailer listing (kind, id, length) for each
@@ -65,6 +68,7 @@ from blockstore.volume.index import PACK_BITS, PackIndex, PackInfo
 PACK_PREFIX = "packs/"
 KIND_PREFIXES = ("blocks/", "trees/")  # kind 0 and 1 in the index
 DEFAULT_PACK_SIZE = 16 << 20
+DEFAULT_PACK_OBJECTS = 16384  # objects per pack at most (~5 MB of bookkeeping)
 _KEY_RE = re.compile(r"^(blocks|trees)/([0-9a-f]{64})$")
 _PACK_RE = re.compile(r"^packs/[0-9a-f]{64}$")
 _ENTRY = struct.Struct("<B32sI")
@@ -201,11 +205,13 @@ class PackLayer(Layer):
         state_dir: Path | None,
         *,
         pack_size: int = DEFAULT_PACK_SIZE,
+        pack_objects: int = DEFAULT_PACK_OBJECTS,
         uploaders: int = 2,
         queue_depth: int = 0,
     ) -> None:
         super().__init__(inner)
         self.pack_size = pack_size
+        self.pack_objects = pack_objects
         self._temp_dir = (
             None if state_dir is not None else Path(tempfile.mkdtemp(prefix="packidx-"))
         )
@@ -277,15 +283,20 @@ class PackLayer(Layer):
         """
         if len(data) >= 1 << 32:
             raise StoreError(f"{key}: object too large for a pack ({len(data)} bytes)", key=key)
-        while self._current.size >= self.pack_size:
+        while self._full():
             if self._in_flight < self._max_in_flight:
                 self._seal_locked()
             else:
                 self._idle.wait()
         self._current.add(key, parsed[0], parsed[1], data)
         self._pending[key] = (self._serial, data)
-        if self._current.size >= self.pack_size and self._in_flight < self._max_in_flight:
+        if self._full() and self._in_flight < self._max_in_flight:
             self._seal_locked()
+
+    def _full(self) -> bool:
+        """Whether the current pack is full (by bytes or by objects; lock held)."""
+        current = self._current
+        return current.size >= self.pack_size or len(current.entries) >= self.pack_objects
 
     def _seal_locked(self) -> None:
         """Queue the current pack for upload (lock held); the queue never blocks."""
@@ -315,7 +326,7 @@ class PackLayer(Layer):
                         if self._pending.get(key, (None,))[0] == serial:
                             del self._pending[key]
                     self._in_flight -= 1
-                    if self._current.size >= self.pack_size:  # left full for lack of room
+                    if self._full():  # left full for lack of room
                         self._seal_locked()
                     self._idle.notify_all()
 
