@@ -12,6 +12,16 @@ equal to `base_tree`), *dirty* (changed since; `base_tree` still names what it w
 loaded from, which is what a rebase diffs against). A new directory is dirty with
 `base_tree = None`.
 
+Memory: loaded nodes count their entries, and once more than `max_loaded` are loaded
+the clean subtrees are dropped from their parents (`_evict_clean`; the path just loaded
+stays): a walk over a whole large tree -- a pull, or the quick check of an unchanged
+push -- holds only about `max_loaded` entries, and a dropped directory loads again from
+its tree object (through the TreeCache) if it is needed again. Dirty nodes are never
+dropped, so no change is lost, and a change re-finds its directory under the lock
+before applying (`_mutate`): a node dropped in between would otherwise take it along.
+Between `write` and a failed commit's `mark_dirty_again` nothing is dropped, so the
+nodes that must be written again are still in the tree.
+
 Hard links: the members of a link group are separate entries carrying the same
 `link_group`. The namespace indexes where the members in its loaded directories are,
 and `update_group` changes all of them -- those loaded now and, as the walk goes on,
@@ -56,6 +66,7 @@ class _NeedsIO(Exception):
 _T = TypeVar("_T")
 
 NEEDS_IO = object()  # returned by `lookup_cached` when the answer needs a tree fetch
+MAX_LOADED_ENTRIES = 50_000  # loaded entries a namespace keeps before dropping clean dirs
 
 
 class TreeCache:
@@ -104,12 +115,22 @@ def split_path(path: bytes) -> list[bytes]:
 class Namespace:
     """A mutable view of one directory tree (see the module docstring)."""
 
-    def __init__(self, objects: ObjectStore, cache: TreeCache, root: TreeEntry) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        cache: TreeCache,
+        root: TreeEntry,
+        *,
+        max_loaded: int = MAX_LOADED_ENTRIES,
+    ) -> None:
         self.objects = objects
         self.cache = cache
         self.root_entry = root
         self.root = DirNode(root.subtree)
         self.lock = threading.RLock()
+        self.max_loaded = max_loaded
+        self._loaded = 0  # entries of loaded nodes (about: a dropped node's are subtracted)
+        self._keep_all = False  # between `write` and `mark_dirty_again`: drop nothing
         # link group -> paths of its members among the loaded directories (may hold
         # stale paths: `link_members` checks them); None after a directory move, until
         # rebuilt from the loaded nodes
@@ -189,25 +210,41 @@ class Namespace:
     def move(self, old: bytes, new: bytes) -> None:
         """Move the entry at `old` (with any unwritten changes below it) to `new`."""
         old_parts, new_parts = split_path(old), split_path(new)
-        new_parent = self._node_at(new_parts[:-1])
-        old_parent = self._node_at(old_parts[:-1])
-        with self.lock:
-            assert old_parent.entries is not None and new_parent.entries is not None
-            entry = old_parent.entries.pop(old_parts[-1])
-            child = old_parent.children.pop(old_parts[-1], None)
-            replaced = new_parent.entries.get(new_parts[-1])
-            new_parent.entries[new_parts[-1]] = entry.renamed(new_parts[-1])
-            new_parent.children.pop(new_parts[-1], None)
-            if child is not None:
-                new_parent.children[new_parts[-1]] = child
-            self._mark_dirty(old_parts[:-1])
-            self._mark_dirty(new_parts[:-1])
-            if entry.is_dir():
-                self._link_paths = None  # members below moved: rebuild when asked
-            else:
-                self._index_link(replaced, None, new)
-                self._index_link(entry, None, old)
-                self._index_link(None, entry, new)
+        while True:
+            new_parent = self._node_at(new_parts[:-1])
+            old_parent = self._node_at(old_parts[:-1])
+            with self.lock:
+                if self._attached(new_parent, new_parts[:-1]) and self._attached(
+                    old_parent, old_parts[:-1]
+                ):
+                    self._move_locked(old_parts, new_parts, old_parent, new_parent)
+                    return
+
+    def _move_locked(
+        self,
+        old_parts: list[bytes],
+        new_parts: list[bytes],
+        old_parent: DirNode,
+        new_parent: DirNode,
+    ) -> None:
+        """`move` once both parent directories are found (lock held)."""
+        new, old = b"/".join(new_parts), b"/".join(old_parts)
+        assert old_parent.entries is not None and new_parent.entries is not None
+        entry = old_parent.entries.pop(old_parts[-1])
+        child = old_parent.children.pop(old_parts[-1], None)
+        replaced = new_parent.entries.get(new_parts[-1])
+        new_parent.entries[new_parts[-1]] = entry.renamed(new_parts[-1])
+        new_parent.children.pop(new_parts[-1], None)
+        if child is not None:
+            new_parent.children[new_parts[-1]] = child
+        self._mark_dirty(old_parts[:-1])
+        self._mark_dirty(new_parts[:-1])
+        if entry.is_dir():
+            self._link_paths = None  # members below moved: rebuild when asked
+        else:
+            self._index_link(replaced, None, new)
+            self._index_link(entry, None, old)
+            self._index_link(None, entry, new)
 
     # -- hard links --------------------------------------------------------------------
 
@@ -250,6 +287,7 @@ class Namespace:
         """
         encoded: list[tuple[bytes, bytes]] = []
         with self.lock:
+            self._keep_all = True  # until the commit is known to have worked
             if self.root.dirty:
                 subtree = self._write_node(self.root, encoded)
                 self.root_entry = replace(self.root_entry, subtree=subtree)
@@ -274,6 +312,7 @@ class Namespace:
         with self.lock:
             for node in nodes:
                 node.dirty = True
+            self._keep_all = False
 
     def _write_node(self, node: DirNode, encoded: list[tuple[bytes, bytes]]) -> bytes | None:
         assert node.entries is not None
@@ -304,7 +343,24 @@ class Namespace:
             if node.entries is None:
                 node.entries = {entry.name: entry for entry in loaded}
                 self._loaded_links(node, parts)
+                self._loaded += len(node.entries)
+                if self._loaded > self.max_loaded and not self._keep_all:
+                    self._evict_clean(parts)
             return node.entries
+
+    def _evict_clean(self, keep: list[bytes]) -> None:
+        """Drop every clean subtree from its parent, except along `keep` (lock held)."""
+        self._loaded = 0
+        stack = [(self.root, keep)]
+        while stack:
+            node, path = stack.pop()
+            self._loaded += len(node.entries or ())
+            for name, child in list(node.children.items()):
+                on_path = bool(path) and path[0] == name
+                if child.dirty or on_path:
+                    stack.append((child, path[1:] if on_path else []))
+                else:
+                    del node.children[name]
 
     def _loaded_links(self, node: DirNode, parts: list[bytes]) -> None:
         """Index a just loaded node's hard links and give them their group's changes."""
@@ -383,11 +439,24 @@ class Namespace:
         return node.entries.get(parts[-1])
 
     def _mutate(self, parts: list[bytes], change: Callable[[DirNode, bytes], _T]) -> _T:
-        parent = self._node_at(parts[:-1])
-        with self.lock:
-            result = change(parent, parts[-1])
-            self._mark_dirty(parts[:-1])
-            return result
+        while True:
+            parent = self._node_at(parts[:-1])
+            with self.lock:
+                if self._attached(parent, parts[:-1]):
+                    result = change(parent, parts[-1])
+                    self._mark_dirty(parts[:-1])
+                    return result
+            # the directory was dropped (clean) while it loaded: find it again
+
+    def _attached(self, node: DirNode, parts: list[bytes]) -> bool:
+        """Whether `node` is still the one at `parts` (lock held)."""
+        at = self.root
+        for name in parts:
+            found = at.children.get(name)
+            if found is None:
+                return False
+            at = found
+        return at is node
 
     def _set(self, node: DirNode, name: bytes, entry: TreeEntry, path: bytes) -> None:
         assert node.entries is not None
