@@ -16,7 +16,9 @@ file; ``-v`` logs to stderr (or more detail to the file); by default nothing is 
 since the session writes its rsync messages to stderr itself.
 
 stdout *is* the protocol stream: it is claimed before anything else runs
-(`claim_stdio`), so no banner or warning can ever reach it. A bad global option or a
+(`claim_stdio`; this module imports only light modules, the provider and the session are
+imported afterwards), so no banner or warning can ever reach it, and a module that
+fails to import ends the process with one line, not a traceback. A bad global option or a
 store that cannot be opened prints one ``rsyncd-py: ...`` line plus rsync's exit line to
 stderr and exits with rsync's code (1 for usage, 5 for a store that cannot be opened),
 exactly like a real ``rsync --server`` refusing an option.
@@ -31,11 +33,14 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rsyncd_py.fs.base import FsProvider
 from rsyncd_py.logsetup import configure_logging
 from rsyncd_py.protocol.errors import ExitCode, exit_line
 from rsyncd_py.transports.stdio import StdioFds, StdioStream, claim_stdio, write_diagnostic
+
+if TYPE_CHECKING:
+    from rsyncd_py.fs.base import FsProvider
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +136,14 @@ def run(argv: Sequence[str]) -> int:
         _configure_logging(options)
     except (UsageError, OSError) as exc:
         return _fail(str(exc), ExitCode.RERR_SYNTAX)
-    import uvloop
+    try:
+        import uvloop
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(fds, options, server_argv))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_serve(fds, options, server_argv))
+    except Exception as exc:  # a broken installation, or a bug outside the session
+        logger.error("internal error", exc_info=True)
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", ExitCode.RERR_CRASHED)
 
 
 async def _serve(fds: StdioFds, options: GlobalOptions, server_argv: list[str]) -> int:

@@ -174,3 +174,18 @@ def test_forced_command_takes_the_original_command(tmp_path: Path) -> None:
     done = _run(command, input=b"abc", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"abctotal=3\n"
+
+
+@pytest.mark.parametrize("module", ["blockstore.backend", "rsyncd_py.session"])
+def test_a_module_that_fails_to_import_is_one_line(module: str, tmp_path: Path) -> None:
+    # sys.modules[name] = None makes the import raise, as a broken installation would
+    launcher = LAUNCHER.replace(
+        "from rsyncd_py.cli.main import main",
+        f"sys.modules[{module!r}] = None\nfrom rsyncd_py.cli.main import main",
+    )
+    command = [sys.executable, "-c", launcher, "--root", str(tmp_path), "--server", "echo"]
+    done = _run(command, input=b"")
+    assert done.returncode == 15
+    assert done.stdout == b""
+    assert done.stderr.startswith(b"rsyncd-py: internal error: ModuleNotFoundError: import of ")
+    assert b"Traceback" not in done.stderr
