@@ -166,7 +166,7 @@ def read_config(backend: Backend, url: str) -> StoreConfig:
         data = backend.get(CONFIG_KEY)
     except NotFoundError:
         raise NotFoundError(
-            f"no store at {url} (create one with `rsyncd-py init {url}`)", key=CONFIG_KEY
+            f"no store at {url} (create one with `rsyncd-py init --store {url}`)", key=CONFIG_KEY
         ) from None
     return StoreConfig.from_json(data, url)
 
