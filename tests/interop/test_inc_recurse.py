@@ -146,7 +146,7 @@ def assert_same_but_leaders(oracle: RsyncResult, ours: RsyncResult, src: Path) -
         ]
         for group in groups:
             mine = [line for line in lines if line.split(b" ", 1)[1].split(b" => ")[0] in group]
-            sent = [line for line in mine if line.startswith(b"<f")]
+            sent = [line for line in mine if line.startswith((b"<f", b">f"))]
             assert len(sent) == 1 and len(mine) == len(group), (result.target, mine)
             leader = sent[0].split(b" ", 1)[1]
             assert all(line.endswith(b" => " + leader) for line in mine if line not in sent)
@@ -271,6 +271,19 @@ def test_pull_of_a_big_tree_over_an_old_copy(
     for target in targets:
         serve(h, target, src)
     assert_equivalent(*pull_each(h, targets, list(args), old), **NOT_LINKED)
+
+
+@pytest.mark.parametrize("args", both_ways(("-aiH",)))
+def test_pull_of_hard_links_across_directories(
+    args: tuple[str, ...], rsync_harness: RsyncHarness
+) -> None:
+    h = rsync_harness
+    src = h.tmp / "src"
+    build_big_tree(src)
+    targets = [h.oracle(), h.rsyncd_root()]
+    for target in targets:
+        serve(h, target, src)
+    assert_same_but_leaders(*pull_each(h, targets, list(args), None), src)
 
 
 def test_pull_of_a_big_tree_from_the_store(rsync_harness: RsyncHarness) -> None:
