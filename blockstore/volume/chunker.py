@@ -10,6 +10,14 @@ buffer holds `batch` bytes so the tail is not rescanned for every small write. T
 result is byte-for-byte the chunking of the whole stream at once (tested), and memory
 stays bounded by `batch` plus the size of the caller's largest write.
 
+Splicing (`feed_spliced`, `finish_spliced`): the buffer always starts at a cut point,
+and a cut depends only on the bytes after the previous one. So where the caller knows
+that the bytes at a cut point are a copy of a block some earlier chunking of the same
+parameters cut by content (not at the end of its stream nor before a hole), the next
+cut is that block's end: its bytes are skipped (an int in the result) instead of
+scanned and copied, and chunking goes on from there. Between such blocks chunks are cut
+one at a time, so splicing resumes as soon as the cuts realign with the copy's.
+
 Parameters are fixed per store at `init` (`ChunkParams`, kept in `config.volume`). Note
 pyfastcdc's convention: the mean chunk length is about `avg_size + min_size`. The
 `seed` perturbs the gear table; encrypted stores derive it from the id key so that
@@ -20,10 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from pyfastcdc import FastCDC
+
+Piece = bytes | int  # a chunk's bytes, or the length of a spliced block
+Splice = Callable[[int, int], int]  # (cut point in the pending bytes, bytes after) -> length
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +110,55 @@ class StreamChunker:
         """End the stream (or a run of data before a hole): return all remaining chunks."""
         return self._cut(final=True) if self._buf else []
 
+    def feed_spliced(self, data: bytes | bytearray | memoryview, splice: Splice) -> list[Piece]:
+        """`feed`, asking `splice` at each cut point for a known block to skip.
+
+        `splice(position, available)` gets the cut point's position in the pending
+        bytes and how many bytes follow it, and returns the length of the block there
+        (at most `available`) or 0. Pieces are chunk copies (bytes) or skipped lengths.
+        """
+        self._buf += data
+        if len(self._buf) < self._batch:
+            return []
+        return self._cut_spliced(final=False, splice=splice)
+
+    def finish_spliced(self, splice: Splice) -> list[Piece]:
+        """`finish` with splicing (see `feed_spliced`)."""
+        return self._cut_spliced(final=True, splice=splice) if self._buf else []
+
     def _cut(self, *, final: bool) -> list[bytes]:
         view = memoryview(self._buf)
         chunks, consumed = self._final_chunks(view, final)  # its chunk views die with it
         view.release()  # no view of the buffer may remain when it is resized
         del self._buf[:consumed]
         return chunks
+
+    def _cut_spliced(self, *, final: bool, splice: Splice) -> list[Piece]:
+        view = memoryview(self._buf)
+        pieces, consumed = self._spliced_pieces(view, final, splice)
+        view.release()
+        del self._buf[:consumed]
+        return pieces
+
+    def _spliced_pieces(
+        self, view: memoryview, final: bool, splice: Splice
+    ) -> tuple[list[Piece], int]:
+        """The final pieces in `view` (spliced blocks, chunks cut one at a time)."""
+        pieces: list[Piece] = []
+        position, size = 0, len(view)
+        while position < size:
+            skipped = splice(position, size - position)
+            if skipped:
+                pieces.append(skipped)
+                position += skipped
+                continue
+            chunk = next(iter(self._cdc.cut_buf(view[position:])))
+            end = position + chunk.length
+            if not final and end == size and chunk.length < self._max:
+                break  # the tail may still grow: carry it over
+            pieces.append(bytes(chunk.data))
+            position = end
+        return pieces, position
 
     def _final_chunks(self, view: memoryview, final: bool) -> tuple[list[bytes], int]:
         """Copies of the final chunks in `view` and the number of bytes they cover."""

@@ -21,8 +21,12 @@ told that ranges of its data are copies of another stored file (`Copy`: a
 lies inside such a range and coincides with one whole stored block of the source has
 that block's content, so it takes the block's id without hashing, looking up or
 storing anything; content-defined cuts resynchronise a chunk or two after each change,
-so a file 1% changed hashes only the chunks around its changes. Chunking itself, the
-whole-file digests and the copies of the data still see every byte.
+so a file 1% changed hashes only the chunks around its changes. Better still, where
+the chunker stands at a cut point inside a copy and the source has a block starting
+there that its own chunking cut by content (not its last block, nor one before a
+hole), the chunker skips that block without scanning it (chunker.py, splicing): the
+cut would fall at its end anyway. The whole-file digests still see every byte.
+
 `finish()` returns a `WrittenFile`: the file's `Content` (block list, out of line when
 long) and the ids of every object it references, which the transaction re-checks before
 committing.
@@ -46,7 +50,7 @@ import xxhash
 
 from blockstore.volume.blockid import HOLE_ID, is_zero
 from blockstore.volume.blocklist import BlockMap, build_content
-from blockstore.volume.chunker import ChunkParams, StreamChunker
+from blockstore.volume.chunker import ChunkParams, Piece, StreamChunker
 from blockstore.volume.objects import BLOCK_RECORD, Content
 from blockstore.volume.objectstore import ObjectStore
 
@@ -113,6 +117,7 @@ class FileBuilder:
         self._chunked = 0  # file offset where the chunker's pending bytes start
         self._spans: deque[_Span] = deque()  # copied ranges not yet chunked, in order
         self._cursor: _BlockCursor | None = None
+        self._spliced: deque[bytes] = deque()  # ids of blocks the chunker skipped
         self._done = False
 
     @property
@@ -132,7 +137,10 @@ class FileBuilder:
             if copy.source._objects is self._objects:  # ids name content in this store only
                 self._add_span(self._size + copy.start, copy)
         self._size += len(data)
-        self._submit(self._chunker.feed(data))
+        if self._spans:
+            self._submit_pieces(self._chunker.feed_spliced(data, self._splice))
+        else:
+            self._submit(self._chunker.feed(data))
 
     def _add_span(self, begin: int, copy: Copy) -> None:
         if self._cursor is None or self._cursor.reader is not copy.source:
@@ -150,7 +158,7 @@ class FileBuilder:
 
     def write_zeros(self, length: int) -> None:
         """Append `length` zero bytes as a hole (nothing is stored for them)."""
-        self._submit(self._chunker.finish())
+        self._flush_chunker()
         self._chunked += length
         for start in range(0, length, len(_ZERO_PIECE)):
             piece = memoryview(_ZERO_PIECE)[: min(len(_ZERO_PIECE), length - start)]
@@ -161,9 +169,16 @@ class FileBuilder:
         if length:
             self._pending.append((None, [length], None))
 
+    def _flush_chunker(self) -> None:
+        """Cut what the chunker holds (at a hole or the end of the file)."""
+        if self._spans:
+            self._submit_pieces(self._chunker.finish_spliced(self._splice))
+        else:
+            self._submit(self._chunker.finish())
+
     def finish(self) -> WrittenFile:
         """Wait for every block to be stored; return the file's content."""
-        self._submit(self._chunker.finish())
+        self._flush_chunker()
         while self._pending:
             self._collect_oldest()
         self._done = True
@@ -213,6 +228,35 @@ class FileBuilder:
         self._pending.append((result, lengths, known))
         while self._inflight_chunks > self._max_inflight:
             self._collect_oldest()
+
+    def _splice(self, position: int, available: int) -> int:
+        """The chunker's question at a cut point (see `StreamChunker.feed_spliced`)."""
+        begin = self._chunked + position
+        spans = self._spans
+        while spans and spans[0].end <= begin:
+            spans.popleft()
+        if not spans or spans[0].begin > begin:
+            return 0
+        span = spans[0]
+        found = span.source.content_cut_block(span.offset + begin - span.begin)
+        if found is None or found[1] > min(available, span.end - begin):
+            return 0
+        self._spliced.append(found[0])
+        return found[1]
+
+    def _submit_pieces(self, pieces: list[Piece]) -> None:
+        """`_submit` runs of chunks; spliced blocks go straight to the block list."""
+        run: list[bytes] = []
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                run.append(piece)
+                continue
+            self._submit(run)
+            run = []
+            self._pending.append(([self._spliced.popleft()], [piece], None))
+            self._chunked += piece
+            self._objects.count_reused(1, piece)
+        self._submit(run)
 
     def _copied_ids(self, begin: int, lengths: list[int]) -> list[bytes | None] | None:
         """The source block id of each chunk that is a copy of one whole stored block.
@@ -282,28 +326,49 @@ class _BlockCursor:
     the walk with a search of the block list.
     """
 
-    __slots__ = ("_blocks", "_current", "reader")
+    __slots__ = ("_blocks", "_current", "_next", "reader")
 
     def __init__(self, reader: FileReader) -> None:
         self.reader = reader
-        self._blocks: Iterator[tuple[bytes | None, int, int]] = iter(())
-        self._current: tuple[bytes | None, int, int] | None = None
+        self._blocks: Iterator[_BlockAt] = iter(())
+        self._current: _BlockAt | None = None
+        self._next: _BlockAt | None = None  # the block after the current one
 
-    def stored_id(self, offset: int, length: int) -> bytes | None:
-        """The id of the stored block exactly at [offset, offset + length), or None."""
+    def _seek(self, offset: int) -> _BlockAt | None:
+        """The block containing `offset` (None past the end)."""
         current = self._current
         if current is None or current[1] > offset or offset - current[1] > _FAR:
             self._blocks = self.reader.blocks(offset)
             current = next(self._blocks, None)
+            self._next = next(self._blocks, None)
         while current is not None and current[1] + current[2] <= offset:
-            current = next(self._blocks, None)
+            current, self._next = self._next, next(self._blocks, None)
         self._current = current
-        if current is not None and current[1] == offset and current[2] == length:
-            return current[0]
+        return current
+
+    def stored_id(self, offset: int, length: int) -> bytes | None:
+        """The id of the stored block exactly at [offset, offset + length), or None."""
+        block = self._seek(offset)
+        if block is not None and block[1] == offset and block[2] == length:
+            return block[0]
         return None
+
+    def content_cut_block(self, offset: int) -> tuple[bytes, int] | None:
+        """(id, length) of the stored block starting at `offset`, if cut by content.
+
+        Not the source's last block, nor one before a hole: their ends were forced.
+        """
+        block = self._seek(offset)
+        following = self._next
+        if block is None or block[1] != offset or block[0] is None:
+            return None
+        if following is None or following[0] is None:
+            return None
+        return block[0], block[2]
 
 
 _FAR = 8 << 20  # a cursor searches anew rather than walk this far
+_BlockAt = tuple[bytes | None, int, int]  # (id or None for a hole, file offset, length)
 
 
 class FileReader:

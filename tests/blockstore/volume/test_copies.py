@@ -105,3 +105,23 @@ def test_a_copy_from_another_store_is_written_plainly(
         assert records == write(volume, data).content.records
     finally:
         other.close_all()
+
+
+def test_blocks_cut_by_force_are_not_spliced(store: StoreHarness) -> None:
+    """A source block before a hole or at the source's end was cut by force, not by
+    content: a copy running on past it must be chunked as the plain write would."""
+    store.create()
+    volume = store.open()
+    head, tail = random_bytes(700_000, seed=5), random_bytes(500_000, seed=6)
+    builder = volume.new_file()
+    builder.write(head)
+    builder.write_zeros(300_000)
+    builder.write(tail)
+    basis = volume.reader(builder.finish().content)
+    after_hole = len(head) + 300_000
+    pieces: list[tuple[int, int] | bytes] = [
+        (0, len(head)), (after_hole, len(tail)), (0, len(head)), (after_hole, 1000)
+    ]
+    new = head + tail + head + tail[:1000]
+    assert rebuild(volume, basis, pieces, 1 << 20) == write(volume, new).content.records
+    assert rebuild(volume, basis, pieces, 64_000) == write(volume, new).content.records
