@@ -184,6 +184,22 @@ class Transaction:
         self.ns.put(path, existing)
 
     @_exclusive
+    def put_copy(self, path: bytes, entry: TreeEntry) -> None:
+        """Put `entry`, a non-directory of this volume, at `path` as a new, unlinked entry.
+
+        A file's content must already be stored (committed, as in any snapshot, or
+        written by this transaction): it is shared, not written again. Replaces a
+        non-directory entry, as put_special does.
+        """
+        if entry.is_dir():
+            raise NamespaceError(errno.EISDIR, "Is a directory", path)
+        self._check_parent(path)
+        existing = self.ns.lookup(path)
+        if existing is not None and existing.is_dir():
+            raise NamespaceError(errno.EEXIST, "File exists", path)
+        self.ns.put(path, replace(entry, link_group=None, subtree=None))
+
+    @_exclusive
     def set_meta(self, path: bytes, entry: TreeEntry) -> None:
         """Set permissions, ownership, times, xattrs and ACL from `entry`.
 

@@ -156,6 +156,13 @@ class FileSystem(Protocol):
         """Make `path` a hard link to the non-directory at `existing` (any kind, as Linux)."""
         ...
 
+    async def copy(self, path: bytes, existing: bytes, st: Stat) -> None:
+        """Make `path` a regular file with `existing`'s content and `st`'s metadata.
+
+        `existing` is a regular file (--copy-dest's basis); a store shares the content.
+        """
+        ...
+
     async def set_stat(self, path: bytes, st: Stat) -> None:
         """Set mode, ownership, times, xattrs and ACL of an existing entry to `st`'s."""
         ...

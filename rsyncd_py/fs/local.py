@@ -30,6 +30,7 @@ import pwd
 import stat as st_mod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from functools import cache
 
 from rsyncd_py.fs.base import FsError, Stat
@@ -274,6 +275,21 @@ class LocalFileSystem:
                     src_name, temp, src_dir_fd=src_dirfd, dst_dir_fd=dirfd, follow_symlinks=False
                 ),
             )
+
+    async def copy(self, path: bytes, existing: bytes, st: Stat) -> None:
+        """Make `path` a new regular file with `existing`'s content and `st`'s metadata."""
+        reader = await self.open_read(existing)
+        try:
+            writer = await self.create(path)
+            try:
+                async for chunk in reader.stream():
+                    await writer.write(chunk)
+                await writer.commit(replace(st, size=reader.size))
+            except BaseException:
+                await writer.abort()
+                raise
+        finally:
+            await reader.close()
 
     async def _same_inode(self, path: bytes, other: os.stat_result) -> bool:
         """Return whether `path` exists and is the inode `other` describes."""

@@ -34,6 +34,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from blockstore.backend import StoreError
@@ -254,8 +255,27 @@ class StoreFileSystem:
 
     @fs_errors()
     async def link(self, path: bytes, existing: bytes) -> None:
+        if check_path(existing)[:1] == [RESERVED_ROOT_NAME]:
+            # a snapshot's entry cannot join a group: a copy shares its content anyway
+            await self._change(Transaction.put_copy, path, await self._existing(existing))
+            return
         self._writable(existing)
         await self._change(Transaction.link, path, existing)
+
+    @fs_errors()
+    async def copy(self, path: bytes, existing: bytes, st: Stat) -> None:
+        """Make `path` a regular file with `existing`'s content (shared) and `st`'s metadata."""
+        source = await self._existing(existing)
+        if not source.is_file() or source.content is None:
+            raise FsError(errno.EINVAL, "Not a regular file", existing)
+        entry = replace(to_entry(path, st), content=source.content)
+        await self._change(Transaction.put_copy, path, entry)
+
+    async def _existing(self, path: bytes) -> TreeEntry:
+        entry = await self._lookup(path)
+        if entry is None:
+            raise FsError.not_found(path)
+        return entry
 
     @fs_errors()
     async def set_stat(self, path: bytes, st: Stat) -> None:

@@ -195,6 +195,23 @@ class FileSystemContract:
         await fs.close(True)
 
     @async_test
+    async def test_copy_is_a_new_file_with_new_metadata(self, fs_env: FsEnv) -> None:
+        """copy (--copy-dest): the content of one file, the metadata given, no link."""
+        fs = await fs_env.open(True)
+        await write_file(fs, b"src", b"shared content" * 1000)
+        await fs.mkdir(b"d", dir_stat())
+        await fs.copy(b"d/copy", b"src", file_stat(14000, mode=0o600, mtime_ns=5_000_000_001))
+        st, src = await fs.lstat(b"d/copy"), await fs.lstat(b"src")
+        assert st is not None and src is not None and st.is_file()
+        assert (stat.S_IMODE(st.mode), st.mtime_ns, st.size) == (0o600, 5_000_000_001, 14000)
+        assert st.link_key is None and src.link_key is None
+        assert stat.S_IMODE(src.mode) == 0o644
+        assert await read_file(fs, b"d/copy") == b"shared content" * 1000
+        await write_file(fs, b"src", b"changed")
+        assert await read_file(fs, b"d/copy") == b"shared content" * 1000
+        await fs.close(True)
+
+    @async_test
     async def test_hard_links_of_other_kinds_share_a_link_key(self, fs_env: FsEnv) -> None:
         """-H links symlinks, fifos and devices too: each pair must show as one inode."""
         fs = await fs_env.open(True)
