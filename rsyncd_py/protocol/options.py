@@ -47,9 +47,6 @@ MAX_SECLUDED_BYTES: Final = 1 << 20
 NOT_YET_SUPPORTED: Final[tuple[str, ...]] = (
     "crtimes",
     "fuzzy",
-    "link-dest",
-    "copy-dest",
-    "compare-dest",
     "iconv",
     "only-write-batch",
     "write-batch",

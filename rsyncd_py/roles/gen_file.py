@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import FileReader, FsError, Stat
 from rsyncd_py.protocol import checksums
-from rsyncd_py.protocol.constants import ITEM_REPORT_CHANGE, ITEM_TRANSFER
+from rsyncd_py.protocol.constants import FNAMECMP_FNAME, ITEM_REPORT_CHANGE, ITEM_TRANSFER
 from rsyncd_py.protocol.flist import FileEntry
 from rsyncd_py.protocol.sums import (
     WHOLE_FILE,
@@ -24,6 +24,7 @@ from rsyncd_py.protocol.sums import (
     sum_sizes_sqroot,
 )
 from rsyncd_py.roles import metadata
+from rsyncd_py.roles.alt_dest import HANDLED, Basis
 from rsyncd_py.roles.delete import DEL_FOR_FILE
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
@@ -67,9 +68,19 @@ class FileRequests:
                 return
             st = None
 
+        basis_type, basis_path = FNAMECMP_FNAME, path
+        alt = self.g.alt
+        if alt is not None and (st is None or not alt.copy_dest):  # try_dests_reg
+            found = await alt.regular(entry, ndx, path, st)
+            if found == HANDLED:
+                self.g.send_success(ndx, up_to_date=True)
+                return
+            if isinstance(found, Basis):  # diff against it: no quick check (it differs)
+                basis_type, basis_path, st = found.index, found.path, found.st
+
         basis: FileReader | None = None
         if st is not None:
-            if await self._quick_check_ok(entry, path, st):
+            if basis_type == FNAMECMP_FNAME and await self.quick_check_ok(entry, path, st):
                 accurate = bool(opts.always_checksum)
                 await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
                 self.g.itemize(entry, ndx, st, 0)
@@ -81,16 +92,16 @@ class FileRequests:
                 return
             if t.do_xfers and not t.whole_file and st.size > 0:
                 try:
-                    basis = await t.fs.open_read(path)
+                    basis = await t.fs.open_read(basis_path)
                 except FsError as exc:
-                    report_fs_error(t, exc, f"failed to open {quote(path)}, continuing")
-                    st = None
+                    report_fs_error(t, exc, f"failed to open {quote(basis_path)}, continuing")
+                    st, basis_type = None, FNAMECMP_FNAME
         hlinks = self.g.hlinks
         if st is None and hlinks is not None and hlinks.not_last(entry):
             self.g.count(ndx, +1)  # in flight until the group's leader is linked to it
             return  # a missing hard-link member: the group's last one brings the data
         try:
-            await self._request(entry, ndx, path, st, basis)
+            await self._request(entry, ndx, path, st, basis, basis_type=basis_type)
         finally:
             if basis is not None:
                 await basis.close()
@@ -103,8 +114,8 @@ class FileRequests:
         if self.g.hlinks is not None and is_hlinked(entry):
             await self.g.hlinks.skipped(entry, ndx)
 
-    async def _quick_check_ok(self, entry: FileEntry, path: bytes, st: Stat) -> bool:
-        """generator.c quick_check_ok for a regular file."""
+    async def quick_check_ok(self, entry: FileEntry, path: bytes, st: Stat) -> bool:
+        """generator.c quick_check_ok for a regular file (at `path`, here or a basis dir)."""
         t = self.g.t
         opts = t.opts
         if st.size != entry.size:
@@ -146,8 +157,13 @@ class FileRequests:
         path: bytes,
         st: Stat | None,
         basis: FileReader | None,
+        *,
+        basis_type: int = FNAMECMP_FNAME,
     ) -> None:
-        """The notify_others tail of recv_generator: ask the sender for the file."""
+        """The notify_others tail of recv_generator: ask the sender for the file.
+
+        `st` is the basis's Stat (itemize compares with it), `basis_type` its directory.
+        """
         t = self.g.t
         if t.do_xfers:
             self.g.count(ndx, +1)  # the list is in progress until the receiver is done
@@ -157,7 +173,7 @@ class FileRequests:
         iflags = ITEM_TRANSFER
         if t.opts.always_checksum > 0 and not self.g.redo:
             iflags |= ITEM_REPORT_CHANGE
-        self.g.itemize(entry, None, st, iflags)
+        self.g.itemize(entry, None, st, iflags, basis_type=basis_type)
         if not t.do_xfers:
             await self.g.finish_hard_link(entry, ndx, path, st)  # a dry run: "done" now
             return

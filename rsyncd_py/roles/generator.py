@@ -28,6 +28,8 @@ from dataclasses import replace
 
 from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.protocol.constants import (
+    FNAMECMP_FNAME,
+    ITEM_BASIS_TYPE_FOLLOWS,
     ITEM_IS_NEW,
     ITEM_LOCAL_CHANGE,
     ITEM_REPORT_CHANGE,
@@ -47,6 +49,7 @@ from rsyncd_py.protocol.flist_chain import FileLists
 from rsyncd_py.protocol.ints import pack_int
 from rsyncd_py.protocol.itemize import pack_item
 from rsyncd_py.roles import metadata
+from rsyncd_py.roles.alt_dest import HANDLED, AltDests
 from rsyncd_py.roles.delete import (
     DEL_FOR_DIR,
     Deleter,
@@ -74,6 +77,7 @@ class Generator:
         self.hlinks = HardLinks(self) if t.opts.preserve_hard_links else None
         self.lists: FileLists[FileEntry] = FileLists(incremental=t.inc_recurse)
         self.files = FileRequests(self)
+        self.alt = AltDests(self) if t.basis_dirs else None  # --link/compare/copy-dest
         self.phase = 0
         self.redo = False  # recv_generator is handling a redo (csum_length = SUM_LENGTH)
         self._skip_dir: FileEntry | None = None
@@ -281,7 +285,15 @@ class Generator:
         shown_st = None if entry.flags & FLAG_DIR_CREATED else st
         if not t.opts.preserve_perms:
             entry.mode = metadata.dest_mode(t, entry.mode, st.mode if st else 0, st is not None)
-        self.itemize(entry, ndx, shown_st, 0 if shown_st is not None else ITEM_LOCAL_CHANGE)
+        changes = 0 if shown_st is not None else ITEM_LOCAL_CHANGE
+        itemizing = True
+        if shown_st is None and self.alt is not None:
+            found = await self.alt.other(entry, ndx, path)
+            itemizing = found != HANDLED  # an exact match in a basis dir shows no line
+            if found is not None and found != HANDLED:
+                shown_st = found.st  # type: ignore[union-attr]
+        if itemizing:
+            self.itemize(entry, ndx, shown_st, changes)
         if real_st is None and not t.dry_run:
             try:
                 await t.fs.mkdir(path, metadata.wanted_stat(t, entry, None))
@@ -325,13 +337,13 @@ class Generator:
             await self.finish_hard_link(entry, ndx, path, st)
             self.send_success(ndx, up_to_date=True)
             return
+        shown = st if st is not None and st.is_symlink() else None
+        shown = await self._shown_for_new(entry, ndx, path, st, shown)
+        if shown is HANDLED:
+            return
         if await self._atomic_create(entry, path, st):
-            self.itemize(
-                entry,
-                ndx,
-                st if st is not None and st.is_symlink() else None,
-                ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE,
-            )
+            if shown is not _QUIET:
+                self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
             await self.finish_hard_link(entry, ndx, path, None)
             self.send_success(ndx, up_to_date=False)  # --remove-sent-files removes links
 
@@ -349,10 +361,30 @@ class Generator:
                 await self.finish_hard_link(entry, ndx, path, st)
                 self.send_success(ndx, up_to_date=True)
                 return
+        shown = await self._shown_for_new(entry, ndx, path, st, shown)
+        if shown is HANDLED:
+            return
         if await self._atomic_create(entry, path, st):
-            self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
+            if shown is not _QUIET:
+                self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
             await self.finish_hard_link(entry, ndx, path, None)
             self.send_success(ndx, up_to_date=True)
+
+    async def _shown_for_new(
+        self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None, shown: Stat | None
+    ) -> Stat | str | None:
+        """try_dests_non for a symlink, device or special the destination lacks.
+
+        Returns what itemize compares the new entry with (a basis directory's match, or
+        `shown`), _QUIET (--copy-dest found it exact: create it, no item line), or
+        HANDLED (--link-dest linked it, --compare-dest needs none).
+        """
+        if self.alt is None or st is not None:
+            return shown
+        found = await self.alt.other(entry, ndx, path)
+        if found == HANDLED:
+            return _QUIET if self.alt.copy_dest else HANDLED
+        return found.st if found is not None else None  # type: ignore[union-attr]
 
     async def _atomic_create(self, entry: FileEntry, path: bytes, st: Stat | None) -> bool:
         """generator.c atomic_create: make a symlink/device/special, replacing a non-dir."""
@@ -394,12 +426,16 @@ class Generator:
         iflags: int,
         *,
         xname: bytes | None = None,
+        basis_type: int = FNAMECMP_FNAME,
     ) -> None:
         """Rsync generator.c:itemize: send the item record if it says anything.
 
-        `xname` (with ITEM_XNAME_FOLLOWS) is the "=> NAME" of a hard link. With -X the
-        request for abbreviated xattr values follows the record.
+        `xname` (with ITEM_XNAME_FOLLOWS) is the "=> NAME" of a hard link; `basis_type`
+        names the basis directory a transfer is diffed against. With -X the request
+        for abbreviated xattr values follows the record.
         """
+        if basis_type != FNAMECMP_FNAME:
+            iflags |= ITEM_BASIS_TYPE_FOLLOWS
         t = self.t
         if st is not None:
             iflags = metadata.report_flags(t, entry, st, iflags, xname)
@@ -411,7 +447,8 @@ class Generator:
         if not (significant or self._report_all or ndx is None or xname):
             return
         if t.protocol >= 29:
-            t.wire.write(pack_item(t.ndx_out, ndx, iflags, xname=xname) + xattr_request)
+            record = pack_item(t.ndx_out, ndx, iflags, basis_type=basis_type, xname=xname)
+            t.wire.write(record + xattr_request)
 
     async def finish_hard_link(
         self, entry: FileEntry, ndx: int, path: bytes, st: Stat | None
@@ -422,6 +459,9 @@ class Generator:
 
     def info(self, text: str) -> None:
         self.t.wire.rprintf(Log.INFO, text)
+
+
+_QUIET = "quiet"  # _shown_for_new: create the entry without an item line
 
 
 def _is_below(entry: FileEntry, subtree: FileEntry) -> bool:

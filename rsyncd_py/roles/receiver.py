@@ -48,6 +48,7 @@ from rsyncd_py.protocol.itemize import ItemRecord, read_ndx_and_attrs
 from rsyncd_py.protocol.stats import DeleteStats
 from rsyncd_py.protocol.sums import SumHead, read_sum_head
 from rsyncd_py.roles import metadata
+from rsyncd_py.roles.alt_dest import basis_path
 from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote
@@ -153,7 +154,11 @@ class Receiver:
             raise ProtocolError(f"rsync: refusing transfer of cleared file index {ndx}")
         if record.iflags & ITEM_TRANSFER and not entry.is_file():
             raise ProtocolError(f"received request to transfer non-regular file: {ndx} [receiver]")
-        if record.basis_type != FNAMECMP_FNAME and record.iflags & ITEM_TRANSFER:
+        if (
+            record.basis_type != FNAMECMP_FNAME
+            and record.iflags & ITEM_TRANSFER
+            and record.basis_type >= len(t.basis_dirs)
+        ):
             raise ProtocolError(f"invalid basis_dir index: {record.basis_type}.")
         return entry
 
@@ -171,8 +176,15 @@ class Receiver:
         basis: FileReader | None = None
         try:
             current = await t.fs.lstat(path)
-            if head.count and current is not None and current.is_file():
-                basis = await t.fs.open_read(path)
+            source, found = path, current
+            if record.basis_type != FNAMECMP_FNAME or (
+                t.protocol < 29 and current is None and t.basis_dirs  # one basis dir then
+            ):
+                index = 0 if record.basis_type == FNAMECMP_FNAME else record.basis_type
+                source = basis_path(t, index, path)
+                found = await t.fs.lstat(source)
+            if head.count and found is not None and found.is_file():
+                basis = await t.fs.open_read(source)
         except FsError as exc:
             metadata.report_fs_error(t, exc, f"failed to open {quote(path)}")
             current = None

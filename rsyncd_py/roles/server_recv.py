@@ -32,6 +32,7 @@ from rsyncd_py.protocol.handshake import Negotiated
 from rsyncd_py.protocol.ints import read_item
 from rsyncd_py.protocol.options import ServerOptions
 from rsyncd_py.roles import files_from
+from rsyncd_py.roles.alt_dest import resolve_basis_dirs, warn_missing_dirs
 from rsyncd_py.roles.delete import Deleter
 from rsyncd_py.roles.destination import get_local_name, join_path, resolve_path
 from rsyncd_py.roles.flist_recv import ListReceiver, receive_filter_rules
@@ -103,6 +104,9 @@ async def do_server_recv(
     t.local_name = dest.local_name
     if dest.created and t.dry_run:
         t.dry_run += 1  # the destination does not exist: nothing in it does either
+    if opts.basis_dirs:  # main.c check_alt_basis_dirs, now that the destination is known
+        t.basis_dirs = resolve_basis_dirs(t)
+        await warn_missing_dirs(t)
     await do_recv(t)
     return exit_code_for(t)
 

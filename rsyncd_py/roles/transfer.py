@@ -95,6 +95,7 @@ class Transfer:
     incoming: ListReceiver  # the file lists: its `lists` is the receiver's view
     dest: bytes = b""  # root-relative directory the names are relative to
     local_name: bytes | None = None  # single-file transfer to this root-relative path
+    basis_dirs: list[bytes] = field(default_factory=list)  # --link/compare/copy-dest dirs
     umask: int = 0o022
     owner: tuple[int, int] = (0, 0)  # uid/gid new entries get when ownership is not kept
     filters: FilterSet | None = None  # what --delete must leave alone (None: nothing)

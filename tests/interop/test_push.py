@@ -112,26 +112,9 @@ CASES = [
     Case("delay-updates", ("-ai", "--delay-updates"), changed=True),
     Case("append", ("-ai", "--append", "--stats"), changed=True, store=True),
     Case("append-verify", ("-ai", "--append-verify", "--stats"), changed=True, store=True),
-    Case(
-        "link-dest",
-        ("-ai", "--link-dest=../dst"),
-        seeded=True,
-        dest="dst2",
-        gaps=both(REFUSED.format("--link-dest")),
-    ),
-    Case(
-        "compare-dest",
-        ("-ai", "--compare-dest=../dst"),
-        seeded=True,
-        dest="dst2",
-        gaps=both(REFUSED.format("--compare-dest")),
-    ),
-    Case(
-        "copy-dest",
-        ("-ai", "--copy-dest=../dst"),
-        seeded=True,
-        dest="dst2",
-        gaps=both(REFUSED.format("--copy-dest")),
+    *(
+        Case(kind, ("-ai", f"--{kind}=../dst"), seeded=True, dest="dst2", store=True)
+        for kind in ("link-dest", "compare-dest", "copy-dest")
     ),
     Case("fuzzy", ("-aiy",), changed=True, gaps=both(REFUSED.format("--fuzzy (-y)"))),
     Case("temp-dir", ("-ai", "--temp-dir=/tmp"), changed=True),
