@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import FsProvider
 from rsyncd_py.logsetup import configure_logging
+from rsyncd_py.malloc_tuning import tune_malloc
 
 if TYPE_CHECKING:
     import asyncssh
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     import uvloop  # only the CLI picks the event loop, never an import
 
+    tune_malloc()  # before any thread starts
     try:
         return uvloop.run(_serve(plan, args))
     except SetupError as exc:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rsyncd_py.logsetup import configure_logging
+from rsyncd_py.malloc_tuning import tune_malloc
 from rsyncd_py.protocol.errors import ExitCode, exit_line
 from rsyncd_py.transports.stdio import StdioFds, StdioStream, claim_stdio, write_diagnostic
 
@@ -136,6 +137,7 @@ def run(argv: Sequence[str]) -> int:
         _configure_logging(options)
     except (UsageError, OSError) as exc:
         return _fail(str(exc), ExitCode.RERR_SYNTAX)
+    tune_malloc()  # before any thread starts
     try:
         import uvloop
 
