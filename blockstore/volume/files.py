@@ -188,12 +188,7 @@ class FileBuilder:
             xxh128=self._xxh.digest(),
             md5=self._md5.digest() if self._md5 is not None else None,
         )  # fmt: skip
-        table = np.frombuffer(records, dtype=BLOCK_RECORD)
-        stored = table[table["id"] != np.array(HOLE_ID, dtype="V32")]
-        tagged = np.empty(len(stored), dtype=[("tag", "S1"), ("id", "V32")])
-        tagged["tag"] = b"b"
-        tagged["id"] = stored["id"]
-        return WrittenFile(content, tagged.tobytes() + _tagged(b"t", list_ids))
+        return WrittenFile(content, _tagged_blocks(records) + _tagged(b"t", list_ids))
 
     def abort(self) -> None:
         """Stop: wait for in-flight chunks (their blocks stay as garbage for gc)."""
@@ -312,6 +307,24 @@ class FileBuilder:
         while length > 0:
             records += _RECORD.pack(HOLE_ID, min(length, _MAX_RECORD_LENGTH))
             length -= _MAX_RECORD_LENGTH
+
+
+def _tagged_blocks(records: bytes) -> bytes:
+    """b"b" + id of each stored block of `records` (holes left out).
+
+    numpy for long lists; a few records (every small file) are quicker in Python,
+    where numpy's fixed cost was 9 us a file against 2.
+    """
+    if len(records) <= 8 * _RECORD.size:
+        return _tagged(b"b", [
+            ident for ident, _length in _RECORD.iter_unpack(records) if ident != HOLE_ID
+        ])  # fmt: skip
+    table = np.frombuffer(records, dtype=BLOCK_RECORD)
+    stored = table[table["id"] != np.array(HOLE_ID, dtype="V32")]
+    tagged = np.empty(len(stored), dtype=[("tag", "S1"), ("id", "V32")])
+    tagged["tag"] = b"b"
+    tagged["id"] = stored["id"]
+    return tagged.tobytes()
 
 
 def _tagged(tag: bytes, ids: list[bytes]) -> bytes:
