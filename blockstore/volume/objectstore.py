@@ -139,6 +139,10 @@ class ObjectStore:
         """Whether `key` is stored (or being stored), asked as cheaply as possible."""
         return self._probe.exists(key)
 
+    def has_many(self, keys: Sequence[str]) -> list[bool]:
+        """`has` of each key, in one batch."""
+        return self._probe.exists_many(keys)
+
     def _put_many(self, keys: list[str], datas: Sequence[bytes]) -> list[int]:
         """`_put_once` of a batch; return the indices of the objects stored now."""
         mine = []  # in flight for this call (a key twice in the batch: the first)

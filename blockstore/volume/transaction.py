@@ -317,15 +317,18 @@ class Transaction:
     def _verify(self, root: TreeEntry) -> None:
         with self._lock:
             referenced = bytes(self._referenced)
-        missing = []
         step = ID_SIZE + 1
-        for pos in range(0, len(referenced), step):
-            ident = referenced[pos + 1 : pos + step]
-            key = block_key(ident) if referenced[pos] == ord("b") else tree_key(ident)
-            if not self.volume.objects.has(key):
-                missing.append(key)
-        if root.subtree is not None and not self.volume.objects.has(tree_key(root.subtree)):
-            missing.append(tree_key(root.subtree))
+        keys = [
+            (block_key if referenced[pos] == ord("b") else tree_key)(
+                referenced[pos + 1 : pos + step]
+            )
+            for pos in range(0, len(referenced), step)
+        ]
+        if root.subtree is not None:
+            keys.append(tree_key(root.subtree))
+        # one index lookup under one lock for them all (16,000 per GiB committed)
+        present = self.volume.objects.has_many(keys)
+        missing = [key for key, found in zip(keys, present, strict=True) if not found]
         if missing:
             raise MissingObjectsError(
                 f"commit refused: {len(missing)} object(s) missing after upload, "
