@@ -4,6 +4,7 @@ Each tier's owner adds its plugin module with a one-line edit (keep the list sor
 """
 
 pytest_plugins: list[str] = [
+    "tests.helpers.cpu_budget",
     "tests.helpers.moto_server",
     "tests.helpers.rsync_harness",
     "tests.helpers.ssh_keys",
