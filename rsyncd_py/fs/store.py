@@ -15,8 +15,11 @@ thread-safe; this module is its thin async facade.
   handed to the file's builder one batch at a time (network and store overlap, memory
   stays bounded), reads with block fetches in flight ahead of the consumer.
 - **Checkpoints.** After any completed operation, if `CHECKPOINT_SECONDS` have passed
-  since the last commit, the session commits what it has so far (whole operations
-  only: an open file writer is not part of the namespace until its commit).
+  since the last commit, or `CHECKPOINT_OPERATIONS` operations were done, the session
+  commits what it has so far (whole operations only: an open file writer is not part of
+  the namespace until its commit). Every change stays in memory until it is committed
+  (about 1 KB an entry), so the count is what bounds a session's memory when a tree of
+  many small files arrives faster than the clock would checkpoint it.
 - **`/.snapshots`.** The path `.snapshots` at the root is a virtual read-only directory:
   one subdirectory per snapshot id (mtime = snapshot time) showing that snapshot's
   tree. It is not listed in the root (a recursive pull of `/` must not copy history)
@@ -62,6 +65,7 @@ from rsyncd_py.fs.store_io import (
 )
 
 CHECKPOINT_SECONDS = 60.0
+CHECKPOINT_OPERATIONS = 25_000
 _SNAPSHOT_DIR_MODE = 0o040555
 _M_ARENA_MAX = -8  # glibc malloc.h
 _T = TypeVar("_T")
@@ -86,6 +90,7 @@ class StoreFileSystem:
         self._snapshot_views: dict[str, Namespace] = {}
         self.writers: set[StoreFileWriter] = set()
         self._last_checkpoint = time.monotonic()
+        self._operations = 0  # since the last checkpoint
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------
@@ -105,9 +110,16 @@ class StoreFileSystem:
 
     async def after_operation(self) -> None:
         """Commit a checkpoint if one is due (called between whole operations)."""
-        if self.tx is None or time.monotonic() - self._last_checkpoint < CHECKPOINT_SECONDS:
+        if self.tx is None:
+            return
+        self._operations += 1
+        if (
+            self._operations < CHECKPOINT_OPERATIONS
+            and time.monotonic() - self._last_checkpoint < CHECKPOINT_SECONDS
+        ):
             return
         self._last_checkpoint = time.monotonic()
+        self._operations = 0
         await self.run(self.tx.checkpoint)
         self._ns = self.tx.ns
 
