@@ -38,6 +38,7 @@ of recently fetched blocks (delta transfers read a basis file in overlapping pie
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 import threading
 from collections import OrderedDict, deque
@@ -390,7 +391,7 @@ class FileReader:
     The last `cache_blocks` blocks fetched are kept (with their file offsets when the
     caller gave them), so the many small reads a delta transfer makes inside one block
     cost one fetch, and `read_cached` can answer them without leaving the caller's
-    thread (the event loop).
+    thread (the event loop); a forward `read` fills the cache ahead of itself.
     """
 
     def __init__(self, objects: ObjectStore, content: Content, *, cache_blocks: int = 8) -> None:
@@ -400,6 +401,7 @@ class FileReader:
         self._map = BlockMap(objects, content)
         self._cache: OrderedDict[bytes, tuple[int | None, bytes]] = OrderedDict()
         self._cache_blocks = cache_blocks
+        self._last_read = 0  # offset of the latest `read`: forward reads read ahead
         self._lock = threading.Lock()
 
     def blocks(self, offset: int = 0) -> Iterator[tuple[bytes | None, int, int]]:
@@ -446,16 +448,40 @@ class FileReader:
         return out
 
     def read(self, offset: int, length: int) -> bytes:
-        """Up to `length` bytes at `offset` (fewer at the end, b"" past it)."""
+        """Up to `length` bytes at `offset` (fewer at the end, b"" past it).
+
+        A read at or after the previous one that has to fetch also fetches the blocks
+        after its range, up to the cache's size, in the same batch: a delta transfer
+        reading its basis block after block then costs one fetch per cacheful instead of
+        one per block.
+        """
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
-        parts = []
-        for block_id, begin, block_length in self.blocks(offset):
-            if begin >= end:
+        blocks = self.blocks(offset)
+        wanted: list[tuple[bytes | None, int, int]] = []
+        for block in blocks:
+            if block[1] >= end:
+                blocks = itertools.chain([block], blocks)
                 break
-            data = self.fetch(block_id, block_length, begin)
-            parts.append(data[max(offset - begin, 0) : end - begin])
+            wanted.append(block)
+        needed = len(wanted)
+        with self._lock:
+            forward, self._last_read = offset >= self._last_read, offset
+            missing = any(b[0] is not None and b[0] not in self._cache for b in wanted)
+        if forward and missing:
+            for block in blocks:
+                if block[0] is None or len(wanted) >= self._cache_blocks:
+                    break  # a hole is never read ahead
+                wanted.append(block)
+        stored = [block if block[0] is not None else (None, block[1], 0) for block in wanted]
+        found = self.fetch_many(stored)
+        parts = []
+        for (block_id, begin, block_length), data in zip(
+            wanted[:needed], found[:needed], strict=True
+        ):
+            first, last = max(offset - begin, 0), min(end - begin, block_length)
+            parts.append(data[first:last] if block_id is not None else bytes(last - first))
         return b"".join(parts)
 
     def read_cached(self, offset: int, length: int) -> bytes | None:

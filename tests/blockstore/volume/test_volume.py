@@ -96,6 +96,25 @@ def test_long_block_list_lives_out_of_line(store: StoreHarness) -> None:
     assert reader.read(0, len(data)) == data
 
 
+def test_forward_reads_fetch_a_cacheful_at_a_time(store: StoreHarness) -> None:
+    store.create()
+    volume = store.open()
+    data = random_bytes(3 << 20, seed=8)
+    written = write(volume, data)
+    blocks = len(written.content.records) // 36
+    tx = volume.begin()
+    tx.put_file(b"f", file_entry(b"f"), written)
+    tx.commit()
+    reader = volume.reader(volume.namespace(volume.latest()).lookup(b"f").content)  # type: ignore[union-attr]
+    stats = volume.stack.stats
+    before = stats.snapshot().gets
+    pieces = [reader.read(at, 7000) for at in range(0, len(data), 7000)]  # as a receiver reads
+    assert b"".join(pieces) == data
+    assert stats.snapshot().gets - before <= blocks // 4  # ~ one batch per 8 blocks
+    backwards = [reader.read(at, 7000) for at in reversed(range(0, len(data), 7000))]
+    assert b"".join(reversed(backwards)) == data
+
+
 ODD_NAMES = [b"new\nline", b"\xff\xfe\x80non-utf8", b"n" * 255, b" lead", b"-x"]
 
 
