@@ -25,11 +25,14 @@ the bucket self-describing: `reindex` rebuilds the local index from `packs/` alo
 
 Where things are (the local `PackIndex`, index.py): object -> (pack number, offset,
 length). `get`/`get_range` of a packed key is one range GET of its bytes inside the
-pack. A read that misses the index first syncs it from the bucket (another process may
-have written the pack since: a long-lived reader such as a FUSE mount then reads a
-snapshot committed a moment ago at once, never EIO); `exists` never does (dedup misses
-are the normal case). Syncs are serialised, and a read whose miss began before the
-last sync started does not sync again, so a burst of misses costs one LIST.
+pack; `get_many` looks a batch up under one index lock and reads the objects of each
+pack in spans (neighbours less than SPAN_GAP apart share one range GET), so a run of a
+file's blocks, mostly consecutive in their pack, costs one request. A read that misses
+the index first syncs it from the bucket (another process may have written the pack
+since: a long-lived reader such as a FUSE mount then reads a snapshot committed a moment
+ago at once, never EIO); `exists` never does (dedup misses are the normal case). Syncs
+are serialised, and a read whose miss began before the last sync started does not sync
+again, so a burst of misses costs one LIST.
 Objects not uploaded yet are served from memory (`_pending`), so a writer sees its own
 writes at once. An object enters the index only after its pack is uploaded, so the
 index never points at data the bucket does not have.
