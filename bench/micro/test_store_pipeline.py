@@ -66,11 +66,12 @@ def test_stage_chunk(benchmark, kind):
     benchmark.extra_info["mean chunk KiB"] = round(TOTAL / len(chunks) / 1024, 1)
 
 
-@pytest.mark.parametrize("keyed", [False, True], ids=["sha256", "hmac-sha256"])
-def test_stage_hash(benchmark, keyed):
-    hasher = BlockHasher(os.urandom(32) if keyed else None)
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])  # store format 3 / 1-2
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+def test_stage_hash(benchmark, algorithm, keyed):
+    hasher = BlockHasher(os.urandom(32) if keyed else None, algorithm)
     chunks = CHUNKS["random"]
-    measure(benchmark, f"pipeline hash {'hmac-sha256' if keyed else 'sha256'}", TOTAL,
+    measure(benchmark, f"pipeline hash {'keyed ' if keyed else ''}{algorithm}", TOTAL,
             lambda: [hasher.digest(c) for c in chunks])  # fmt: skip
 
 
