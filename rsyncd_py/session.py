@@ -249,7 +249,9 @@ class _Session:
     # --- 3. the role -----------------------------------------------------------------
 
     async def _run_role(self, opts: ServerOptions, neg: Negotiated) -> int:
-        fs: FileSystem = await self.provider.open_session(writable=not opts.am_sender)
+        # a pull writes only to remove what it sent (--remove-source-files)
+        writable = not opts.am_sender or bool(opts.remove_source_files)
+        fs: FileSystem = await self.provider.open_session(writable=writable)
         success = False
         try:
             if opts.am_sender:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import FsError, Stat
-from rsyncd_py.roles.destination import dir_stat, make_path, resolve_path
+from rsyncd_py.protocol.errors import ExitCode, SessionError
+from rsyncd_py.roles.destination import dir_stat, make_path
 from rsyncd_py.roles.metadata import quote
+from rsyncd_py.roles.source_args import resolve_root_relative
 from rsyncd_py.roles.transfer import Transfer
 from rsyncd_py.wire import Log
 
@@ -31,9 +33,15 @@ class Backups:
         self.enabled = opts.make_backups > 0
         self.suffix = (opts.backup_suffix or "").encode("utf-8", "surrogateescape")
         self.directory: bytes | None = None
-        if opts.backup_dir:
-            rel, _ = resolve_path(opts.backup_dir)
-            self.directory = rel if opts.backup_dir.startswith("/") else t.join(rel)
+        if opts.backup_dir:  # relative to the destination directory, as rsync's cwd is
+            raw = opts.backup_dir.encode("utf-8", "surrogateescape")
+            directory = resolve_root_relative(b"" if raw.startswith(b"/") else t.dest, raw)
+            if directory is None:
+                raise SessionError(
+                    f"rsync: [receiver] --backup-dir escapes the served tree: {opts.backup_dir}",
+                    ExitCode.RERR_FILESELECT,
+                )
+            self.directory = directory
 
     def is_backup_name(self, rel: bytes) -> bool:
         """delete.c is_backup_file: a name --delete leaves alone (no --backup-dir)."""

@@ -103,6 +103,29 @@ def read_wire_name(buf: ReceiveBuffer) -> bytes | None:
     return data[:end]
 
 
+async def read_client_lists(
+    wire: Wire, opts: ServerOptions, protocol: int
+) -> tuple[list[bytes], list[bytes] | None]:
+    """A pull's first reads: the client's filter rules, then its --files-from names.
+
+    The names come from the client (``--files-from=-``), from the list the session
+    read on our side, or there are none (None).
+    """
+    if opts.files_from != "-":
+        rules = await wire.read(lambda buf: read_filter_list(buf, protocol))
+        if opts.files_from_list is None:
+            return rules, None
+        return rules, local_names(opts.files_from_list, eol_nulls=bool(opts.eol_nulls))
+    if protocol == 30:  # framed rules, unframed names, then multiplexed
+        rules = await wire.read(lambda buf: read_filter_frames(buf, protocol))
+        names = await read_client_names(wire)
+        wire.start_multiplex_in()
+    else:
+        rules = await wire.read(lambda buf: read_filter_list(buf, protocol))
+        names = await read_client_names(wire)
+    return rules, names
+
+
 async def read_client_names(wire: Wire) -> list[bytes]:
     """The names a client forwards (``--files-from=-``), up to the empty one."""
     names: list[bytes] = []

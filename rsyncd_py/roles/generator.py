@@ -155,6 +155,12 @@ class Generator:
                     return
 
         opts = t.opts
+        if opts.missing_args == 2 and entry.mode == 0:
+            # --delete-missing-args: the sender's "missing" entry deletes what is here
+            excluded = t.filters is not None and t.filters.excluded(entry.name, False)
+            if st is not None and not excluded:
+                await self.deleter.delete_item(path, entry.name, st, self.deleter.del_opts())
+            return
         if opts.ignore_non_existing > 0 and st is None and not self.redo:
             if early_dir:
                 return

@@ -49,11 +49,12 @@ from rsyncd_py.protocol.constants import (
     MSG_ERROR_EXIT,
     MSG_IO_ERROR,
     MSG_NO_SEND,
+    MSG_SUCCESS,
     NDX_DEL_STATS,
     NDX_DONE,
 )
 from rsyncd_py.protocol.errors import ExitCode, ProtocolError, RemoteProtocolError, SessionError
-from rsyncd_py.protocol.filters import FilterSet, read_filter_list, server_filter_rules
+from rsyncd_py.protocol.filters import FilterSet, server_filter_rules
 from rsyncd_py.protocol.flist import FlistEncoder
 from rsyncd_py.protocol.flist_chain import FileLists
 from rsyncd_py.protocol.flist_sort import entry_key
@@ -72,6 +73,7 @@ from rsyncd_py.roles.flist_extra import MIN_FILECNT_LOOKAHEAD, ExtraLists, Incre
 from rsyncd_py.roles.flist_recv import flist_options
 from rsyncd_py.roles.globbing import expand_args
 from rsyncd_py.roles.id_lists import inline_acl_name, send_id_lists
+from rsyncd_py.roles.sender_remove import SourceRemover
 from rsyncd_py.roles.source_args import resolve_root_relative
 from rsyncd_py.wire import Log, PeerExit, Wire
 
@@ -136,18 +138,24 @@ class Sender:
         # --append (1) / --append-verify (2); below protocol 30 both verify (compat.c)
         self.append_mode = 2 if opts.append_mode == 1 and neg.protocol < 30 else opts.append_mode
         self._sent: set[int] = set()  # indexes sent once: a second request is the redo
+        self.remover = (  # --remove-source-files: what the client has, we remove
+            SourceRemover(
+                wire, fs, opts, lambda ndx: self.lists.find(ndx, "successful_send", "sender")[1]
+            )
+            if opts.remove_source_files
+            else None
+        )
         # the file list's encoder, kept for its ACL and xattr lists (-A/-X)
         self.flist_encoder = FlistEncoder(flist_options(opts, neg))
 
     async def run(self) -> int:
         """main.c do_server_sender, after the setup exchange."""
         self.wire.on_message(MSG_ERROR_EXIT, self._peer_exit)
+        if self.remover is not None:
+            self.wire.on_message(MSG_SUCCESS, self.remover.on_success)
         if reason := self.opts.unsupported_reason(UNSUPPORTED_WHEN_SENDING):
             raise SessionError(f"rsync: {reason}", ExitCode.RERR_SYNTAX)
-        rules, names = await self._read_client_lists()
-        if names is None and self.opts.files_from_list is not None:
-            eol_nulls = bool(self.opts.eol_nulls)
-            names = files_from.local_names(self.opts.files_from_list, eol_nulls=eol_nulls)
+        rules, names = await files_from.read_client_lists(self.wire, self.opts, self.protocol)
         if not await self.send_file_list(rules, names):
             await self.wire.flush()
             return self.exit_code()  # the client expects nothing more
@@ -156,24 +164,12 @@ class Sender:
         self.handle_stats()
         if self.protocol >= 24:
             await self.read_final_goodbye()
+        if self.remover is not None:
+            await self.remover.remove_pending()  # the last ones came with the goodbye
         await self.wire.flush()
         return self.exit_code()
 
     # --- flist.c send_file_list -------------------------------------------------------
-
-    async def _read_client_lists(self) -> tuple[list[bytes], list[bytes] | None]:
-        """The client's filter rules, then the --files-from names it forwards, if any."""
-        protocol = self.protocol
-        if self.opts.files_from != "-":
-            return await self._read(lambda buf: read_filter_list(buf, protocol)), None
-        if protocol == 30:  # framed rules, unframed names, then multiplexed (files_from.py)
-            rules = await self._read(lambda buf: files_from.read_filter_frames(buf, protocol))
-            names = await files_from.read_client_names(self.wire)
-            self.wire.start_multiplex_in()
-        else:
-            rules = await self._read(lambda buf: read_filter_list(buf, protocol))
-            names = await files_from.read_client_names(self.wire)
-        return rules, names
 
     async def send_file_list(self, rules: list[bytes], names: list[bytes] | None = None) -> bool:
         """Rsync flist.c:send_file_list; returns False when the list is empty.
@@ -272,6 +268,8 @@ class Sender:
         save_io_error = self.io_error
         extra = self.extra
         while True:
+            if self.remover is not None:
+                await self.remover.remove_pending()
             if extra is not None:
                 await extra.send(MIN_FILECNT_LOOKAHEAD)
             record = await self._read(self._read_record, idle_lists=True)
