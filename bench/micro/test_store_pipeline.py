@@ -1,14 +1,19 @@
 """The store's write pipeline per MiB, stage by stage, and the whole of it.
 
 What a push does to every MiB it stores (blockstore/volume/files.py and the layers):
-cut into content-defined chunks (FastCDC, ~64 KiB), name each chunk (SHA-256, or
-HMAC-SHA256 in an encrypted store), compress (zstd-3; random data is stored raw),
-encrypt (AES-256-GCM, encrypted stores only), cache the stored form on local disk
-(write-through) and append to a 16 MiB pack written to the local directory. Each
-stage runs here alone over 32 MiB, so their costs can be added up and compared with
-the last benchmark, the whole pipeline (`FileBuilder.write` + `finish` into a fresh
-local-directory store, unencrypted and encrypted), which shows what the thread pool
-and the per-chunk overhead add. Random data (nothing compresses) and text-like data
+cut into content-defined chunks (FastCDC, ~64 KiB), name each chunk (BLAKE3 since store
+format 3, keyed in an encrypted store; SHA-256 / HMAC-SHA256 in formats 1-2), compress
+(zstd at the store's default level, 1, since format 2; a chunk whose first 4 KiB does
+not shrink is stored raw, so random data costs only that probe), encrypt (AES-256-GCM,
+encrypted stores only) and append to a 16 MiB pack written to the local directory. A
+local-directory store has no cache; an S3 store writes each uploaded pack through to
+its pack cache (`python -m bench.store` measures that, and every stage on the real
+stack, per GiB). Each stage runs here alone over 32 MiB, so their costs can be added up
+and compared with the last benchmark, the whole pipeline (`FileBuilder.write` +
+`finish` into a fresh local-directory store, unencrypted and encrypted), which shows
+what the thread pool and the per-chunk overhead add. The cache stage measures the
+whole-object `CacheLayer`, which a stack without a pack layer gets in place of the
+pack cache (a file per block). Random data (nothing compresses) and text-like data
 (about 3x).
 """
 
@@ -27,7 +32,7 @@ from blockstore.backends.localdir import LocalDirBackend
 from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
 from blockstore.layers.cache import CacheLayer
-from blockstore.layers.compress import CompressLayer
+from blockstore.layers.compress import DEFAULT_LEVEL, CompressLayer
 from blockstore.layers.encrypt import EncryptLayer
 from blockstore.layers.pack import PackLayer
 from blockstore.volume import ChunkParams, VolumeParams, open_volume
@@ -77,8 +82,8 @@ def test_stage_hash(benchmark, algorithm, keyed):
 
 @pytest.mark.parametrize("kind", sorted(DATA))
 def test_stage_compress(benchmark, kind):
-    layer, chunks = CompressLayer(MemoryBackend(), level=3), CHUNKS[kind]
-    measure(benchmark, f"pipeline compress zstd-3 {kind}", TOTAL,
+    layer, chunks = CompressLayer(MemoryBackend(), level=DEFAULT_LEVEL), CHUNKS[kind]
+    measure(benchmark, f"pipeline compress zstd-{DEFAULT_LEVEL} {kind}", TOTAL,
             lambda: [layer.encode(c) for c in chunks])  # fmt: skip
 
 
