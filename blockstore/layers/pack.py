@@ -253,6 +253,16 @@ class PackLayer(Layer):
             self._add_locked(key, parsed, bytes(data))
         return True
 
+    def may_wait(self) -> bool:
+        """Whether a `put` now could wait for an upload (every upload slot is taken).
+
+        A hint for a caller that must not block, such as an event loop storing a small
+        file in place (rsyncd_py/fs/store_io.py): while it is False a full pack is
+        sealed, never waited on. Another thread may take the last slot in between, so
+        the worst case of trusting it is one wait for an upload.
+        """
+        return self._in_flight >= self._max_in_flight
+
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Append a run of objects under one lock (a builder's run of new blocks)."""
         packed = [(key, self._packed(key), data) for key, data in items]

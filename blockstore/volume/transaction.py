@@ -140,6 +140,27 @@ class Transaction:
     def put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None:
         """Commit a finished file at `path` (replacing a non-directory entry)."""
         self.check_new_file(path)
+        self._put_file(path, entry, written)
+
+    def put_file_cached(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> object | None:
+        """`put_file` if it can be done at once; else NEEDS_IO, and nothing done.
+
+        It cannot when a tree would have to be fetched or the mutex is held (a change or
+        a commit on another thread). What an event loop that stored a small file in
+        place asks, so that placing it costs no thread hop either.
+        """
+        if not self._mutex.acquire(blocking=False):
+            return NEEDS_IO
+        try:
+            self._check_new_file(path, self._lookup_loaded)
+            self._put_file(path, entry, written)
+        except _NotLoaded:
+            return NEEDS_IO
+        finally:
+            self._mutex.release()
+        return None
+
+    def _put_file(self, path: bytes, entry: TreeEntry, written: WrittenFile) -> None:
         self.ns.put(path, replace(entry, content=written.content))
         with self._lock:
             self._referenced += written.referenced

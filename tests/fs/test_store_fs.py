@@ -12,14 +12,16 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
 
 from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
-from blockstore.volume import ChunkParams, Volume, VolumeParams
+from blockstore.volume import NEEDS_IO, ChunkParams, Volume, VolumeParams
 from rsyncd_py.fs import store as store_fs
+from rsyncd_py.fs import store_io
 from rsyncd_py.fs.base import FsError
 from rsyncd_py.fs.factory import StoreOptions
 from rsyncd_py.fs.store import StoreProvider
@@ -35,15 +37,27 @@ from tests.fs.contract import (
 )
 
 
+def localdir_env(tmp_path: Path) -> ProviderEnv:
+    """A fresh local-directory store, opened with the pack layer."""
+    url = str(tmp_path / "store")
+    create_store(url, volume=VolumeParams().to_config())
+    options = StoreOptions(url=url, cache_dir=str(tmp_path / "state"))
+    return ProviderEnv(lambda: StoreProvider.open(options))
+
+
 @pytest.fixture(params=["memory", "localdir"])
 def fs_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProviderEnv]:
     if request.param == "memory":
         env = ProviderEnv(lambda: StoreProvider(Volume(MemoryBackend())))
     else:
-        url = str(tmp_path / "store")
-        create_store(url, volume=VolumeParams().to_config())
-        options = StoreOptions(url=url, cache_dir=str(tmp_path / "state"))
-        env = ProviderEnv(lambda: StoreProvider.open(options))
+        env = localdir_env(tmp_path)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def store_env(tmp_path: Path) -> Iterator[ProviderEnv]:
+    env = localdir_env(tmp_path)
     yield env
     env.close()
 
@@ -175,6 +189,46 @@ async def test_stream_yields_runs_of_about_the_chunk_size(fs_env: ProviderEnv) -
     assert max(map(len, chunks)) <= (1 << 20) + ChunkParams().max_size
     assert len(chunks) >= 46
     await reader.close()
+    await fs.close(True)
+
+
+@async_test
+async def test_small_files_commit_without_a_thread_hop(
+    store_env: ProviderEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file, all in its last batch, is stored and placed on the event loop when
+    that waits for nothing; a larger one, or any while every upload slot is taken, goes
+    through the executor as before, and so does placing one the transaction cannot
+    place at once (a tree to fetch, its mutex held elsewhere)."""
+    env = store_env
+    fs = await env.open(True)
+    await fs.mkdir(b"d", dir_stat())
+    hops: list[str] = []
+    submit = fs.submit  # type: ignore[attr-defined]
+
+    def counted(fn: Any, *args: Any) -> Any:
+        hops.append(fn.__name__)
+        return submit(fn, *args)
+
+    monkeypatch.setattr(fs, "submit", counted)
+    small, large = os.urandom(5000), os.urandom(store_io.INLINE_COMMIT + 1)
+    await write_file(fs, b"d/small", small)
+    assert hops == []
+    await write_file(fs, b"d/large", large)
+    assert hops == ["_finish"]
+    pack = env.provider.volume.pack_layer  # type: ignore[attr-defined]
+    monkeypatch.setattr(pack, "may_wait", lambda: True)
+    await write_file(fs, b"d/busy", small)
+    assert hops == ["_finish", "_finish"]
+    monkeypatch.setattr(pack, "may_wait", lambda: False)
+    monkeypatch.setattr(fs.tx, "put_file_cached", lambda *args: NEEDS_IO)  # type: ignore[attr-defined]
+    await write_file(fs, b"d/later", small[:100])
+    assert hops == ["_finish", "_finish", "tx_put_file"]
+    await fs.close(True)
+    fs = await env.open(True)
+    for path, data in ((b"d/small", small), (b"d/large", large), (b"d/busy", small)):
+        assert await read_file(fs, path) == data
+    assert await read_file(fs, b"d/later") == small[:100]
     await fs.close(True)
 
 

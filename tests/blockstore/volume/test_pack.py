@@ -201,9 +201,11 @@ def test_put_blocks_when_the_upload_queue_is_full(tmp_path: Path) -> None:
         time.sleep(0.01)
     time.sleep(0.2)
     assert done == [0, 1, 2] and thread.is_alive() and inner.started == 1
+    assert layer.may_wait()  # what a caller that must not block asks first
     inner.release.set()
     thread.join()
     layer.flush()
+    assert not layer.may_wait()
     assert all(layer.get(key(n)) == data(n) for n in range(10))
     layer.close()
 

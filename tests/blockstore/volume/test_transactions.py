@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 
 import pytest
 
@@ -26,9 +27,11 @@ from blockstore.volume.lease import LEASE_KEY
 from tests.blockstore.volume.helpers import (
     StoreHarness,
     dir_entry,
+    file_entry,
     put_file,
     random_bytes,
     read,
+    write,
 )
 
 
@@ -167,6 +170,34 @@ def test_check_new_file_cached_answers_from_loaded_directories_only(volume: Volu
         with pytest.raises(NamespaceError) as info:
             tx.check_new_file_cached(path)
         assert info.value.errno == err, path
+
+
+def test_put_file_cached_places_a_file_only_without_blocking(volume: Volume) -> None:
+    """The store FS places a small file from the event loop with it: NEEDS_IO, and
+    nothing done, when a tree must be fetched or another thread holds the mutex."""
+    tx = volume.begin()
+    written = write(volume, b"new")
+    assert tx.put_file_cached(b"d/new", file_entry(b"new"), written) is NEEDS_IO  # d unloaded
+    tx.check_new_file(b"d/new")  # loads d
+    held, release = threading.Event(), threading.Event()
+
+    def hold_mutex() -> None:
+        with tx._mutex:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold_mutex)
+    holder.start()
+    held.wait()
+    assert tx.put_file_cached(b"d/new", file_entry(b"new"), written) is NEEDS_IO
+    release.set()
+    holder.join()
+    assert tx.lookup(b"d/new") is None  # neither attempt did anything
+    assert tx.put_file_cached(b"d/new", file_entry(b"new"), written) is None
+    with pytest.raises(NamespaceError):
+        tx.put_file_cached(b"d", file_entry(b"d"), written)  # a directory is not replaced
+    tx.commit()
+    assert read(volume, b"d/new") == b"new"
 
 
 def test_commit_refuses_blocks_that_vanished(volume: Volume) -> None:
