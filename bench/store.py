@@ -9,19 +9,20 @@ store as a push does -- `StoreProvider` sessions over `open_volume`, `StoreFileS
 files written 256 KiB at a time and committed -- and reads them back as a pull does
 (`StoreFileReader.stream`), checking every file's XXH3-128. Configurations: a local
 directory store on tmpfs, unencrypted and encrypted, and an encrypted store on a moto
-S3 server this benchmark starts. Each phase runs on a freshly opened volume (fresh
-process state: index, trees, caches), on uvloop as the server does. Reads are "cold"
+S3 server this benchmark starts. Each phase runs on a volume opened afresh in this
+process (pack index, trees and caches as a new server process finds them; tmpfs is
+always in the page cache), on uvloop as the server does. Reads are "cold"
 (nothing cached: a local store has no cache, and the S3 store's pack cache is emptied
 first) and, on S3, "warm" (the pack cache holding what the write put through it).
 
-Figures per phase: wall MB/s, the process's CPU seconds per GiB (all threads; the
-reading side's checksum is left out), the CPU per GiB of each stage, and the backend
-requests by type from the stack's stats layer. Stage CPU is measured by timing layers
-spliced between the store's layers (bench/store_timing.py), except chunking, which
-runs alone over the same data after each write (FastCDC with the store's parameters).
-`rest` is the process CPU the stages do not cover; `moto` is the S3 server's own CPU
-(another process). Prints two tables, writes the JSON record to
-`bench/results/store-SIZE-TIMESTAMP.json` (or `--json`).
+Figures per phase: wall MB/s, the process's CPU seconds per GiB (all threads; reading
+the source files and checking what is read back are left out), the CPU per GiB of each
+stage, and the backend requests by type from the stack's stats layer. Stage CPU is
+measured by timing layers spliced between the store's layers (bench/store_timing.py),
+except chunking, which runs alone over the same data after each write (FastCDC with
+the store's parameters). `rest` is the process CPU the stages do not cover; `moto` is
+the S3 server's own CPU (another process). Prints two tables, writes the JSON record
+to `bench/results/store-SIZE-TIMESTAMP.json` (or `--json`).
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ def _digest(path: Path) -> bytes:
 
 
 async def write_files(provider: StoreProvider, kind: DataKind) -> float:
-    """Push `kind` into one writable session and commit it; return 0 (nothing excluded)."""
+    """Push `kind` into one writable session and commit it; return the CPU seconds
+    spent reading the source files (a server gets its data from the network instead)."""
     fs = await provider.open_session(writable=True)
     made: set[bytes] = set()
+    reading = 0.0
     try:
         for path, name in zip(kind.files, kind.names, strict=True):
             for parent in reversed(Path(os.fsdecode(name)).parents[:-1]):
@@ -142,14 +145,19 @@ async def write_files(provider: StoreProvider, kind: DataKind) -> float:
                     await fs.mkdir(directory, Stat(mode=stat.S_IFDIR | 0o755))
             writer = await fs.create(name)
             with path.open("rb") as source:
-                while piece := source.read(WRITE):
+                while True:
+                    start = time.thread_time()
+                    piece = source.read(WRITE)
+                    reading += time.thread_time() - start
+                    if not piece:
+                        break
                     await writer.write(piece)
             await writer.commit(Stat(mode=stat.S_IFREG | 0o644, size=path.stat().st_size))
     except BaseException:
         await fs.close(False)
         raise
     await fs.close(True)
-    return 0.0
+    return reading
 
 
 async def read_files(provider: StoreProvider, kind: DataKind) -> float:
