@@ -148,6 +148,7 @@ class StoreFileReader:
         self.size = reader.size
         self.digests = digests
 
+    @fs_errors()
     async def read(self, offset: int, length: int) -> bytes:
         cached = self._reader.read_cached(offset, length)  # most delta reads: no thread hop
         if cached is not None:
@@ -175,6 +176,8 @@ class StoreFileReader:
                 if not inflight:
                     break
                 yield await inflight.popleft()
+        except StoreError as exc:  # a damaged or missing block: EIO, as a disk would say
+            raise FsError(exc.errno, str(exc), b"") from exc
         finally:
             for future in inflight:
                 future.cancel()
