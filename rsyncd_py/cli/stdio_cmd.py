@@ -154,8 +154,9 @@ async def _serve(fds: StdioFds, options: GlobalOptions, server_argv: list[str]) 
     from rsyncd_py.fs.factory import StoreOptions, open_provider
 
     store = None
-    if options.store is not None:
-        store = StoreOptions(options.store, options.key_file, options.state_dir)
+    url = options.store or os.environ.get("RSYNCD_PY_STORE")  # --key-file/--state-dir apply to both
+    if options.root is None and url:
+        store = StoreOptions(url, options.key_file, options.state_dir)
     try:
         provider = open_provider(root=options.root, store=store)
     except ValueError as exc:
