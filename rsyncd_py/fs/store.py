@@ -34,6 +34,8 @@ import asyncio
 import ctypes
 import errno
 import functools
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from blockstore.backend import StoreError
+from blockstore.layers.fault import FaultSpec
 from blockstore.volume import (
     NEEDS_IO,
     RESERVED_ROOT_NAME,
@@ -64,11 +67,14 @@ from rsyncd_py.fs.store_io import (
     to_stat,
 )
 
+FAULTS_ENV = "RSYNCD_PY_FAULTS"  # a testing aid: see `injected_faults`
 CHECKPOINT_SECONDS = 60.0
 CHECKPOINT_OPERATIONS = 25_000
 _SNAPSHOT_DIR_MODE = 0o040555
 _M_ARENA_MAX = -8  # glibc malloc.h
 _T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
 
 
 class StoreFileSystem:
@@ -344,6 +350,24 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def injected_faults() -> FaultSpec | None:
+    """The store faults ``$RSYNCD_PY_FAULTS`` asks for, or None when it is unset.
+
+    A testing aid (docs/OPERATIONS.md): the fault layer sits below the retry layer, so
+    sessions must survive what it injects. Logged as a warning so a server started with
+    it by mistake says so; a spec that does not parse is a ValueError naming the variable.
+    """
+    text = os.environ.get(FAULTS_ENV)
+    if not text:
+        return None
+    try:
+        spec = FaultSpec.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{FAULTS_ENV}={text!r}: {exc}") from None
+    log.warning("%s is set: injecting store faults (%s); for testing only", FAULTS_ENV, text)
+    return spec
+
+
 class StoreProvider:
     """Sessions over one volume per process (see the module docstring)."""
 
@@ -358,7 +382,8 @@ class StoreProvider:
     def open(cls, options: StoreOptions) -> StoreProvider:
         """Open the store `options` names (raises StoreError with a clear message)."""
         limit_malloc_arenas()
-        return cls(open_volume(options.url, key_file=options.key_file, state_dir=options.cache_dir))
+        return cls(open_volume(options.url, key_file=options.key_file, state_dir=options.cache_dir,
+                               fault=injected_faults()))
 
     async def open_session(self, *, writable: bool, user: str | None = None) -> StoreFileSystem:
         """A transaction on the newest snapshot (writable) or a view of it."""
