@@ -262,7 +262,7 @@ class AltDests:
 
     def _attrs_report(self) -> bool:
         """Rsync's maybe_ATTRS_REPORT: "X is uptodate" lines only when not itemizing."""
-        return not self.t.opts.stdout_format_has_i
+        return self.t.attrs_report
 
     def _uptodate(self, entry: FileEntry) -> None:
         t = self.t

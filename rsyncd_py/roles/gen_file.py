@@ -82,7 +82,7 @@ class FileRequests:
         if st is not None:
             if basis_type == FNAMECMP_FNAME and await self.quick_check_ok(entry, path, st):
                 accurate = bool(opts.always_checksum)
-                await set_file_attrs(t, path, entry, st, report=True, accurate=accurate)
+                await set_file_attrs(t, path, entry, st, report=t.attrs_report, accurate=accurate)
                 self.g.itemize(entry, ndx, st, 0)
                 await self.g.finish_hard_link(entry, ndx, path, st)
                 self.g.send_success(ndx, up_to_date=True)

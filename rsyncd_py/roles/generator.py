@@ -311,9 +311,13 @@ class Generator:
         if entry.mode & 0o700 != 0o700 and not t.dry_run:
             # keep the directory usable until its contents are in; touch_up_dirs sets
             # the exact mode at the end (rsync's dir_tweaking)
-            await set_file_attrs(t, path, replace(entry, mode=entry.mode | 0o700), real_st)
+            updated = await set_file_attrs(
+                t, path, replace(entry, mode=entry.mode | 0o700), real_st
+            )
         else:
-            await set_file_attrs(t, path, entry, real_st)
+            updated = await set_file_attrs(t, path, entry, real_st)
+        if updated or real_st is None:
+            self.name_line(f"{_s(t.display_name(entry))}/\n")
         if (
             t.delete_timing == "during"
             and not t.inc_recurse  # with it, the pass deletes in the directory's own list
@@ -338,7 +342,7 @@ class Generator:
                 self.info(f'ignoring unsafe symlink "{_s(path)}" -> "{_s(target)}"\n')
             return
         if st is not None and st.is_symlink() and st.link_target == target:
-            await set_file_attrs(t, path, entry, st, report=True)
+            await set_file_attrs(t, path, entry, st, report=t.attrs_report)
             self.itemize(entry, ndx, st, 0)
             await self.finish_hard_link(entry, ndx, path, st)
             self.send_success(ndx, up_to_date=True)
@@ -350,6 +354,7 @@ class Generator:
         if await self._atomic_create(entry, path, st):
             if shown is not _QUIET:
                 self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
+            self.name_line(f"{_s(t.display_name(entry))} -> {_s(target)}\n")
             await self.finish_hard_link(entry, ndx, path, None)
             self.send_success(ndx, up_to_date=False)  # --remove-sent-files removes links
 
@@ -362,7 +367,7 @@ class Generator:
             if st.kind != stat_mod.S_IFMT(entry.mode):
                 shown = None
             elif not is_device(entry.mode) or st.rdev == metadata.makedev(*entry.rdev):
-                await set_file_attrs(t, path, entry, st, report=True)
+                await set_file_attrs(t, path, entry, st, report=t.attrs_report)
                 self.itemize(entry, ndx, st, 0)
                 await self.finish_hard_link(entry, ndx, path, st)
                 self.send_success(ndx, up_to_date=True)
@@ -373,6 +378,7 @@ class Generator:
         if await self._atomic_create(entry, path, st):
             if shown is not _QUIET:
                 self.itemize(entry, ndx, shown, ITEM_LOCAL_CHANGE | ITEM_REPORT_CHANGE)
+            self.name_line(f"{_s(t.display_name(entry))}\n")
             await self.finish_hard_link(entry, ndx, path, None)
             self.send_success(ndx, up_to_date=True)
 
@@ -465,6 +471,11 @@ class Generator:
 
     def info(self, text: str) -> None:
         self.t.wire.rprintf(Log.INFO, text)
+
+    def name_line(self, text: str) -> None:
+        """rprintf(code, ...) at -v: FINFO below protocol 29, else FLOG (generate_files)."""
+        if self.t.protocol < 29 and self.t.name_level >= 1:
+            self.info(text)
 
 
 _QUIET = "quiet"  # _shown_for_new: create the entry without an item line

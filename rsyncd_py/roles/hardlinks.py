@@ -289,7 +289,7 @@ class HardLinks:
             and st.link_key == leader_st.link_key
         ):
             g.itemize(entry, ndx, st, ITEM_LOCAL_CHANGE | ITEM_XNAME_FOLLOWS, xname=b"")
-            if t.name_level >= 2 and not t.opts.stdout_format_has_i:
+            if t.name_level >= 2 and t.attrs_report:
                 g.info(f"{_s(t.display_name(entry))} is uptodate\n")
             entry.flags |= FLAG_HLINK_DONE
             return

@@ -163,6 +163,15 @@ class Transfer:
         return level
 
     @property
+    def attrs_report(self) -> bool:
+        """Rsync's maybe_ATTRS_REPORT (generator.c generate_files): say "NAME is uptodate".
+
+        At --info=name2 only. From protocol 29 the server itemizes, so only when the
+        client's --log-format has no %i; below 29 a server never itemizes.
+        """
+        return self.protocol < 29 or not self.opts.stdout_format_has_i
+
+    @property
     def delete_timing(self) -> str | None:
         return self.opts.delete_timing(self.protocol)
 

@@ -157,15 +157,11 @@ CASES = [
     Case("open-noatime", ("-ai", "--open-noatime")),
     Case("msgs2stderr", ("-ai", "--msgs2stderr", "--delete"), changed=True),
     Case("no-msgs2stderr", ("-ai", "--no-msgs2stderr", "--delete"), changed=True),
-    Case(
-        "info-debug",
-        ("-ai", "--info=name2,del2", "--debug=none"),
-        changed=True,
-        gaps={
-            "root": "with --info=NAME2 rsyncd-py prints 'X is uptodate' for unchanged files; "
-            "rsync 3.2.7 as server prints only their itemize lines (it says uptodate for -vv)"
-        },
-    ),
+    # "X is uptodate" only when the client sends no --log-format=%i, or below protocol 29
+    Case("info-debug", ("-ai", "--info=name2,del2", "--debug=none"), changed=True),
+    Case("info-name2-protocol-28", ("-ai", "--info=name2", "--protocol=28"), changed=True),
+    Case("verbose-protocol-28", ("-av", "--protocol=28")),  # dirs, links, devices named
+    Case("info-name2-out-format", ("-a", "--info=name2", "--out-format=%n"), changed=True),
     Case("iconv", ("-ai", "--iconv=utf8,utf8"), gaps=both(REFUSED.format("--iconv"))),
     Case("max-alloc", ("-ai", "--max-alloc=1G")),
     Case("ignore-missing-args", ("-ai", "--ignore-missing-args")),
