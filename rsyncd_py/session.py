@@ -150,6 +150,7 @@ class _Session:
             except OptionError as exc:
                 return self._refuse(exc.stderr_line, exc.exit_code)
         self.role = "sender" if opts.am_sender else "generator"
+        self.wire.who_am_i = "sender" if opts.am_sender else "Receiver"
         return opts
 
     def _refuse(self, line: str, code: int) -> int:

@@ -116,6 +116,7 @@ class Wire:
         self._handlers: dict[int, Callable[[bytes], None]] = {}
         self.protocol = 0
         self.msgs2stderr = 2  # log.c: 0 all via messages, 1 all to stderr, 2 errors to stderr
+        self.who_am_i = "Receiver"  # log.c who_am_i, for the EOF line ("sender" on a pull)
         self.total_read = 0
         self.total_written = 0
         self.io_error = 0  # MSG_IO_ERROR bits from the peer
@@ -211,7 +212,7 @@ class Wire:
                     self._room.set()
                 return value
             if self._eof:
-                self._fail(ConnectionClosed(self.total_read))
+                self._fail(ConnectionClosed(self.total_read, self.who_am_i))
                 continue
             self._room.set()  # the reader needs more than we hold: never stall it
             self._data_ready.clear()

@@ -113,10 +113,14 @@ class LocalProtocolError(ProtocolError):
 
 
 class ConnectionClosed(SessionError):
-    """The peer closed the stream while more protocol data was expected."""
+    """The peer closed the stream while more protocol data was expected.
 
-    def __init__(self, received: int) -> None:
+    io.c whine_about_eof's line; `who` is log.c who_am_i ("Receiver" or "sender").
+    """
+
+    def __init__(self, received: int, who: str = "Receiver") -> None:
         super().__init__(
-            f"connection unexpectedly closed ({received} bytes received so far)",
+            f"rsync: connection unexpectedly closed ({received:,} bytes received so far) "
+            f"[{who}]",
             ExitCode.RERR_STREAMIO,
         )

@@ -147,11 +147,16 @@ class FlistDecoder:
 
         l1 = cur.byte() if xflags & XMIT_SAME_NAME else 0
         l2 = cur.varint30(protocol) if xflags & XMIT_LONG_NAME else cur.byte()
-        if l1 > len(prev.name) or l2 >= MAXPATHLEN - l1 or l2 < 0:
+        if l2 >= MAXPATHLEN - l1 or l2 < 0:
             raise RemoteProtocolError(
                 f"overflow: xflags=0x{xflags:x} l1={l1} l2={l2}", ExitCode.RERR_PROTOCOL
             )
-        raw_name = prev.name[:l1] + cur.take(l2)
+        suffix = cur.take(l2)  # rsync reads the name before it looks at it: a stream cut
+        if l1 > len(prev.name):  # short of it ends as an EOF, whatever l1 says
+            raise RemoteProtocolError(
+                f"overflow: xflags=0x{xflags:x} l1={l1} l2={l2}", ExitCode.RERR_PROTOCOL
+            )
+        raw_name = prev.name[:l1] + suffix
         prev.name = raw_name
         name = clean_fname(raw_name) if raw_name else raw_name
         if name is None or (not opts.relative_paths and name.startswith(b"/")):

@@ -165,6 +165,19 @@ def test_unsafe_names_are_refused(name):
     assert info.value.exit_code == 4
 
 
+def test_a_name_reusing_more_than_the_previous_one_waits_for_its_bytes():
+    """rsync reads an entry's name before checking l1 against the previous name: cut
+    short, the stream is only incomplete (an EOF then is code 12, not a protocol error)."""
+    # flags XMIT_SAME_UID|GID|SAME_NAME|LONG_NAME, l1 = 120, l2 = 120, 100 name bytes
+    head = bytes([0x78, 120, 120]) + b"x" * 100
+    buf = ReceiveBuffer(head)
+    assert read_item(buf, FlistDecoder(P32).read) is None
+    assert len(buf) == len(head)  # nothing consumed
+    buf.extend(b"x" * 20)
+    with pytest.raises(RemoteProtocolError, match="overflow: xflags=0x78 l1=120 l2=120"):
+        read_item(buf, FlistDecoder(P32).read)
+
+
 def test_clean_fname():
     assert clean_fname(b"a//b/./c") == b"a/b/c"
     assert clean_fname(b"./a") == b"a"
