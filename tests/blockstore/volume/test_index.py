@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from blockstore.volume.index import _HEADER, HEADER_SIZE, SLOT_SIZE, PackIndex
+from blockstore.volume.index import _HEADER, HEADER_SIZE, MAX_LOAD, SLOT_SIZE, PackIndex
 
 
 def ident(n: int) -> bytes:
@@ -100,3 +100,22 @@ def test_table_of_another_format_is_replaced_and_needs_a_rebuild(tmp_path: Path)
     assert reopened.needs_rebuild
     assert reopened.lookup(0, ident(1)) is None  # the old table is gone until rebuilt
     reopened.close()
+
+
+def test_a_large_batch_never_fills_the_table_past_its_load(tmp_path: Path) -> None:
+    """A pack of 16,384 small objects into a young table: it grows before the batch,
+    so no insert probes a table more than MAX_LOAD full (probe runs stay short)."""
+    index = PackIndex(tmp_path)
+    loads: list[float] = []
+    free_slot = index._free_slot
+
+    def recording(ident: bytes) -> int:
+        header = _HEADER.unpack_from(index._mm)  # type: ignore[arg-type]
+        loads.append(header[2] / header[1])  # live / capacity
+        return free_slot(ident)
+
+    index._free_slot = recording  # type: ignore[method-assign]
+    index.insert([(0, ident(n), n, 1) for n in range(16_384)], 1)
+    assert len(loads) == 16_384 and max(loads) <= MAX_LOAD
+    assert all(index.lookup(0, ident(n)) == (1, n, 1) for n in range(0, 16_384, 7))
+    index.close()
