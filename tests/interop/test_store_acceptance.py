@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -51,9 +52,10 @@ def _store_target(
     home.mkdir(exist_ok=True)
     create_store(url, encrypt=key_file is not None,
                  key_file=str(key_file) if key_file else None, volume=params.to_config())
-    key = f" --key-file {key_file}" if key_file else ""
-    path = f"{RSYNCD_PY} --state-dir {home / 'state'} --log-file {home / 'server.log'}{key}"
-    return Target("store", path, home, store_tree, {**(env or {}), "RSYNCD_PY_STORE": url})
+    options = ["--state-dir", str(home / "state"), "--log-file", str(home / "server.log")]
+    options += ["--key-file", str(key_file)] if key_file else []
+    return Target("store", f"{RSYNCD_PY} {shlex.join(options)}", home, store_tree,
+                  {**(env or {}), "RSYNCD_PY_STORE": url}, knows_allocation=False)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
