@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from blockstore.backend import Backend, NotFoundError
+from blockstore.backend import Backend, NotFoundError, TransientError
 
 
 @dataclass
@@ -213,9 +213,16 @@ class BackendConformance:
             done.set()
 
         def read() -> int:
+            # A transient error is within the contract (the retry layer answers it; moto's
+            # server sometimes fails a GET racing an overwrite with a 500); a torn or
+            # foreign value never is.
             reads = 0
             while not done.is_set() or reads == 0:
-                assert backend.get("lease") in versions
+                try:
+                    value = backend.get("lease")
+                except TransientError:
+                    continue
+                assert value in versions
                 reads += 1
             return reads
 
