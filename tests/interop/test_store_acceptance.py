@@ -3,7 +3,7 @@
 - **Injected faults**: a server started with ``RSYNCD_PY_FAULTS`` (10% transient
   errors on get/put/list, random latency) takes a push and serves the pull back
   exactly, on a local-directory store and on S3 (moto); its log shows the faults the
-  retry layer absorbed.
+  retry layer absorbed. A spec that does not parse ends the server before the protocol.
 - **kill -9 during a push to S3**: ``rsyncd-py serve`` is killed while packs of a
   second, bigger tree are uploading. Restarted as an operator would (same command, same
   state dir), it takes over the dead process's lease; fsck passes, the first snapshot
@@ -93,6 +93,15 @@ def test_push_and_pull_round_trip_through_injected_faults(
     injected = _INJECTED.findall(log)
     assert {"get", "put"} <= set(injected), log  # both directions were hit, and survived
     assert "gave up" not in log
+
+
+def test_a_bad_fault_spec_refuses_to_serve(rsync_harness: RsyncHarness) -> None:
+    h = rsync_harness
+    target = _store_target(h, str(h.tmp / "bucket"), SMALL, env={FAULTS_ENV: "transient=x"})
+    push = h.run(target, ["-a", ".", "lh:dst/"], tree=None)
+    assert push.returncode == 12, push.describe()  # the server exited before the protocol
+    assert f"rsyncd-py: {FAULTS_ENV}='transient=x': ".encode() in push.stderr, push.describe()
+    assert b"(code 1) at server" in push.stderr
 
 
 # -- kill -9 of the server during a push to S3 ---------------------------------------
