@@ -168,6 +168,11 @@ class _Session:
         remote = await wire.read(lambda buf: read_item(buf, handshake.read_version))
         protocol = handshake.agree_version(remote, forced=opts.protocol_version)
         acl_xattr.check_protocol(opts, protocol)
+        if protocol < 29 and opts.fuzzy_basis:  # compat.c: the basis type needs item records
+            raise SessionError(
+                f"--fuzzy requires protocol 29 or higher (negotiated {protocol}).",
+                ExitCode.RERR_PROTOCOL,
+            )
         wire.protocol = protocol
         wire.msgs2stderr = opts.msgs2stderr
         if protocol <= 28 and not opts.saw_stderr_opt:

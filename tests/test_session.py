@@ -71,7 +71,7 @@ PUSH = ["--server", "-logDtpre.LsfxCIvu", ".", "dst/"]
             1,
             "rsync: on remote machine: --bogus-opt: unknown option",
         ),
-        (["--server", "-logDtpryre.LsfxCIvu", ".", "dst/"], 1, "does not support --fuzzy"),
+        (["--server", "-logDtpNre.LsfxCIvu", ".", "dst/"], 1, "does not support --crtimes"),
         (["--server", "--daemon", "."], 4, "daemon mode over a remote shell"),
     ],
 )

@@ -46,7 +46,6 @@ MAX_SECLUDED_BYTES: Final = 1 << 20
 # `ServerOptions.unsupported_reason` as features land; this is the default.
 NOT_YET_SUPPORTED: Final[tuple[str, ...]] = (
     "crtimes",
-    "fuzzy",
     "iconv",
     "only-write-batch",
     "write-batch",

@@ -5,7 +5,8 @@ generator.c recv_generator's tail for a regular file: skip it when the quick che
 its attributes -- and otherwise send the request: the index, ITEM_TRANSFER item flags
 and the block sums of the existing file (generate_and_send_sums), so unchanged blocks
 come back as references instead of data. A missing or empty basis, --whole-file and
-a dry run ask for the whole file (a sum head of zeros, or nothing at all).
+a dry run ask for the whole file (a sum head of zeros, or nothing at all). A new file
+is diffed against a basis directory's copy (alt_dest.py) or a similar file (fuzzy.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import TYPE_CHECKING
 
 from rsyncd_py.fs.base import FileReader, FsError, Stat
 from rsyncd_py.protocol import checksums
-from rsyncd_py.protocol.constants import FNAMECMP_FNAME, ITEM_REPORT_CHANGE, ITEM_TRANSFER
+from rsyncd_py.protocol.constants import (
+    FNAMECMP_FNAME,
+    ITEM_REPORT_CHANGE,
+    ITEM_TRANSFER,
+    ITEM_XNAME_FOLLOWS,
+)
 from rsyncd_py.protocol.flist import FileEntry
 from rsyncd_py.protocol.sums import (
     WHOLE_FILE,
@@ -26,6 +32,7 @@ from rsyncd_py.protocol.sums import (
 from rsyncd_py.roles import metadata
 from rsyncd_py.roles.alt_dest import HANDLED, Basis
 from rsyncd_py.roles.delete import DEL_FOR_FILE
+from rsyncd_py.roles.fuzzy import FuzzyBasis
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
 from rsyncd_py.roles.transfer import FLAG_FILE_SENT, Transfer
@@ -77,6 +84,11 @@ class FileRequests:
                 return
             if isinstance(found, Basis):  # diff against it: no quick check (it differs)
                 basis_type, basis_path, st = found.index, found.path, found.st
+        fuzzy = None
+        if st is None and self.g.fuzzy is not None:  # a new file: diff it against a similar one
+            fuzzy = await self.g.fuzzy.find(entry, path)
+            if fuzzy is not None:
+                basis_type, basis_path, st = fuzzy.basis_type, fuzzy.path, fuzzy.st
 
         basis: FileReader | None = None
         if st is not None:
@@ -87,7 +99,7 @@ class FileRequests:
                 await self.g.finish_hard_link(entry, ndx, path, st)
                 self.g.send_success(ndx, up_to_date=True)
                 return
-            if self._appending() and st.size >= entry.size:
+            if fuzzy is None and self._appending() and st.size >= entry.size:
                 await self._skipped(entry, ndx)  # --append: nothing to add to it
                 return
             if t.do_xfers and not t.whole_file and st.size > 0:
@@ -95,13 +107,15 @@ class FileRequests:
                     basis = await t.fs.open_read(basis_path)
                 except FsError as exc:
                     report_fs_error(t, exc, f"failed to open {quote(basis_path)}, continuing")
-                    st, basis_type = None, FNAMECMP_FNAME
+                    st, basis_type, fuzzy = None, FNAMECMP_FNAME, None
         hlinks = self.g.hlinks
         if st is None and hlinks is not None and hlinks.not_last(entry):
             self.g.count(ndx, +1)  # in flight until the group's leader is linked to it
             return  # a missing hard-link member: the group's last one brings the data
+        if self.g.fuzzy is not None and st is not None:
+            self.g.fuzzy.file_sent(path)
         try:
-            await self._request(entry, ndx, path, st, basis, basis_type=basis_type)
+            await self._request(entry, ndx, path, st, basis, basis_type=basis_type, fuzzy=fuzzy)
         finally:
             if basis is not None:
                 await basis.close()
@@ -159,10 +173,12 @@ class FileRequests:
         basis: FileReader | None,
         *,
         basis_type: int = FNAMECMP_FNAME,
+        fuzzy: FuzzyBasis | None = None,
     ) -> None:
         """The notify_others tail of recv_generator: ask the sender for the file.
 
         `st` is the basis's Stat (itemize compares with it), `basis_type` its directory.
+        A `fuzzy` basis is named in the item record, which shows the file as new.
         """
         t = self.g.t
         if t.do_xfers:
@@ -173,7 +189,11 @@ class FileRequests:
         iflags = ITEM_TRANSFER
         if t.opts.always_checksum > 0 and not self.g.redo:
             iflags |= ITEM_REPORT_CHANGE
-        self.g.itemize(entry, None, st, iflags, basis_type=basis_type)
+        if fuzzy is None:
+            self.g.itemize(entry, None, st, iflags, basis_type=basis_type)
+        else:
+            iflags |= ITEM_XNAME_FOLLOWS
+            self.g.itemize(entry, None, None, iflags, basis_type=basis_type, xname=fuzzy.name)
         if not t.do_xfers:
             await self.g.finish_hard_link(entry, ndx, path, st)  # a dry run: "done" now
             return

@@ -56,6 +56,7 @@ from rsyncd_py.roles.delete import (
     del_for_flag,
 )
 from rsyncd_py.roles.destination import dir_stat, make_path
+from rsyncd_py.roles.fuzzy import FuzzyFinder
 from rsyncd_py.roles.gen_file import FileRequests
 from rsyncd_py.roles.gen_phases import FilesPass
 from rsyncd_py.roles.hardlinks import HardLinks, is_hlinked
@@ -78,6 +79,7 @@ class Generator:
         self.lists: FileLists[FileEntry] = FileLists(incremental=t.inc_recurse)
         self.files = FileRequests(self)
         self.alt = AltDests(self) if t.basis_dirs else None  # --link/compare/copy-dest
+        self.fuzzy = FuzzyFinder(t) if t.opts.fuzzy_basis else None  # -y
         self.phase = 0
         self.redo = False  # recv_generator is handling a redo (csum_length = SUM_LENGTH)
         self._skip_dir: FileEntry | None = None

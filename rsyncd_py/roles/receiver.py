@@ -34,6 +34,7 @@ from rsyncd_py.protocol import checksums, tokens
 from rsyncd_py.protocol.buffer import ReceiveBuffer
 from rsyncd_py.protocol.constants import (
     FNAMECMP_FNAME,
+    FNAMECMP_FUZZY,
     ITEM_IS_NEW,
     ITEM_TRANSFER,
     MSG_SUCCESS,
@@ -50,6 +51,7 @@ from rsyncd_py.protocol.sums import SumHead, read_sum_head
 from rsyncd_py.roles import metadata
 from rsyncd_py.roles.alt_dest import basis_path
 from rsyncd_py.roles.delete import Deleter
+from rsyncd_py.roles.fuzzy import fuzzy_basis_path, is_fuzzy_basis
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote
 from rsyncd_py.roles.transfer import (
@@ -154,7 +156,10 @@ class Receiver:
             raise ProtocolError(f"rsync: refusing transfer of cleared file index {ndx}")
         if record.iflags & ITEM_TRANSFER and not entry.is_file():
             raise ProtocolError(f"received request to transfer non-regular file: {ndx} [receiver]")
-        if (
+        if record.basis_type >= FNAMECMP_FUZZY and record.iflags & ITEM_TRANSFER:
+            if not is_fuzzy_basis(t, record.basis_type, record.xname):
+                raise ProtocolError(f"invalid fuzzy basis: {record.basis_type} {record.xname!r}")
+        elif (
             record.basis_type != FNAMECMP_FNAME
             and record.iflags & ITEM_TRANSFER
             and record.basis_type >= len(t.basis_dirs)
@@ -177,7 +182,10 @@ class Receiver:
         try:
             current = await t.fs.lstat(path)
             source, found = path, current
-            if record.basis_type != FNAMECMP_FNAME or (
+            if record.basis_type >= FNAMECMP_FUZZY and record.xname is not None:
+                source = fuzzy_basis_path(t, path, record.basis_type, record.xname)
+                found = await t.fs.lstat(source)
+            elif record.basis_type != FNAMECMP_FNAME or (
                 t.protocol < 29 and current is None and t.basis_dirs  # one basis dir then
             ):
                 index = 0 if record.basis_type == FNAMECMP_FNAME else record.basis_type

@@ -116,7 +116,14 @@ CASES = [
         Case(kind, ("-ai", f"--{kind}=../dst"), seeded=True, dest="dst2", store=True)
         for kind in ("link-dest", "compare-dest", "copy-dest")
     ),
-    Case("fuzzy", ("-aiy",), changed=True, gaps=both(REFUSED.format("--fuzzy (-y)"))),
+    Case("fuzzy", ("-aiy", "--stats"), changed=True, store=True),
+    Case("fuzzy-protocol-28", ("-aiy", "--protocol=28")),  # both ends refuse it: code 2
+    Case("fuzzy-yy", ("-aiyy", "--stats"), changed=True),
+    Case("fuzzy-dry-run", ("-aiyn", "--stats"), changed=True),
+    *(
+        Case(f"fuzzy-{kind}", ("-aiy", f"--{kind}", "--stats"), changed=True)
+        for kind in ("delete-during", "delete-delay")
+    ),
     Case("temp-dir", ("-ai", "--temp-dir=/tmp"), changed=True),
     Case("prune-empty-dirs", ("-aim",)),
     Case("relative", ("-aiR",), compare={"root_time": False}),

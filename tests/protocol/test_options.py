@@ -218,8 +218,8 @@ def test_unsupported_reason_names_the_option_as_rsync_would() -> None:
     assert opts.unsupported_reason(["acls", "xattrs"]) == "The server does not support --acls (-A)"
     assert opts.unsupported_reason(["xattrs"]) == "The server does not support --xattrs (-X)"
     assert opts.unsupported_reason(["sparse", "acls"]) == "The server does not support --acls (-A)"
-    assert parse("rsync --server -r --fuzzy . d/").unsupported_reason() == (
-        "The server does not support --fuzzy (-y)"
+    assert parse("rsync --server -r --crtimes . d/").unsupported_reason() == (
+        "The server does not support --crtimes (-N)"
     )
     assert parse("rsync --server -r --link-dest=x . d/").unsupported_reason() is None
     assert opts.unsupported_reason([]) is None

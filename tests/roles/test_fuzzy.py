@@ -1,0 +1,62 @@
+"""--fuzzy's name scoring (util1.c fuzzy_distance, find_filename_suffix) against rsync.
+
+The expected scores are what rsync 3.2.7 printed (--debug=fuzzy2, "fuzzy distance for
+NAME = UNITS.FRACTION") choosing a basis for a new ``report-v2.txt`` among these names,
+in its directory order; the lowest score so far is the pruning limit for the next.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rsyncd_py.roles.fuzzy import MAX_DISTANCE, filename_suffix, fuzzy_distance, name_distance
+
+RSYNC_SCORES = [  # (name, units, fraction) in rsync's order
+    (b".hidden", 53, 4145),
+    (b"archive.tar.gz", 43, 1556),
+    (b"caf\xe9.txt", 9, 253),
+    (b"log.2024.01", 51, 2855),
+    (b"notes.md", 40, 1798),
+    (b"rapport.txt", 5, 321),
+    (b"report-v1.txt", 1, 1),
+    (b"report.txt", 65535, 1),  # pruned: 3 bytes longer than the best so far allows
+    (b"report.txt.bak", 7, 235),
+    (b"x.~1~", 65535, 1),
+]
+
+
+def test_scores_match_rsync() -> None:
+    base = b"report-v2.txt"
+    suffix = filename_suffix(base)
+    lowest = MAX_DISTANCE
+    for name, units, fraction in RSYNC_SCORES:
+        dist = name_distance(name, base, suffix, lowest)
+        assert (dist >> 16, dist & 0xFFFF) == (units, fraction), name
+        lowest = min(lowest, dist)
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        (b"foo.txt", b".txt"),
+        (b"foo.txt.bak", b".txt"),  # .bak, .old, .orig are skipped
+        (b"foo.c.orig", b".c"),
+        (b"foo.tar.gz", b".gz"),
+        (b".bashrc", b""),  # leading dots are no suffix
+        (b"foo.c~", b".c"),
+        (b"x.~1~", b""),  # a backup number
+        (b"log.txt.1", b".txt"),  # an all-digit suffix counts only without another
+        (b"a.1", b".1"),
+        (b"foo.bak~", b".bak"),  # rsync compares to the end of the name, "~" included
+        (b"noext", b""),
+    ],
+)
+def test_filename_suffix(name: bytes, suffix: bytes) -> None:
+    assert filename_suffix(name) == suffix
+
+
+def test_distance_weighs_how_far_apart_the_bytes_are() -> None:
+    assert fuzzy_distance(b"a1", b"a2", MAX_DISTANCE) == (1 << 16) + 1
+    assert fuzzy_distance(b"a1", b"a9", MAX_DISTANCE) == (1 << 16) + 8
+    assert fuzzy_distance(b"", b"ab", MAX_DISTANCE) == 2 * (1 << 16) + ord("a") + ord("b")
+    assert fuzzy_distance(b"a", b"abcd", 2 << 16) == 0xFFFF0001  # past the limit by length
