@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 
 _Piece = tuple[str, tuple[int, bytes], int, int | None]  # key, (kind, id), start, length
 SPAN_GAP = 256 << 10  # read through a gap this small rather than make another request
+INDEX_SLICE = 1024  # objects of an uploaded pack indexed per hold of the lock
 SPAN_LIMIT = 16 << 20  # bytes read at once at most (a pack's size)
 
 
@@ -343,14 +344,18 @@ class PackLayer(Layer):
         self.inner.put(PACK_PREFIX + name, blob)
         number = self.index.add_pack(name, len(blob), created, len(pack.entries))
         # index only the objects neither deleted nor put again since; under the lock so
-        # a concurrent delete cannot slip in between the check and the insert
-        with self._lock:
-            live = [
-                (kind, ident, offset, length)
-                for key, kind, ident, offset, length in pack.entries
-                if self._pending.get(key, (None,))[0] == serial
-            ]
-            self.index.insert(live, number)
+        # a concurrent delete cannot slip in between the check and the insert, a slice
+        # at a time so writers (an event loop storing small files among them) wait for
+        # one slice, not for a whole pack of 16,384 objects
+        entries = pack.entries
+        for start in range(0, len(entries), INDEX_SLICE):
+            with self._lock:
+                live = [
+                    (kind, ident, offset, length)
+                    for key, kind, ident, offset, length in entries[start : start + INDEX_SLICE]
+                    if self._pending.get(key, (None,))[0] == serial
+                ]
+                self.index.insert(live, number)
 
     def flush(self) -> None:
         """Upload the partial pack, wait for every upload, report failures, sync."""
