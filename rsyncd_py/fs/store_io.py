@@ -309,9 +309,9 @@ class StoreFileWriter:
         pending; no copies, whose sources' block lists may need fetching), is hashed,
         compressed and appended to the open pack right here, which waits for no upload
         while the pack layer has an upload slot free (`PackLayer.may_wait`). Short
-        waits remain: the pack layer's lock is held while an upload thread indexes a
-        finished pack (~5 us per object, up to ~0.1 s for a pack of 16,384 small
-        objects), once per pack.
+        waits remain: the pack layer's lock while an upload thread indexes a slice of a
+        finished pack (`INDEX_SLICE` objects, ~5 us each, longer when the index table
+        grows), and the GIL.
         """
         if copies or self._builder.size or len(batch) > INLINE_COMMIT or self._fs.tx is None:
             return False
