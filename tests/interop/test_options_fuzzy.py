@@ -141,3 +141,18 @@ def test_fuzzy_pull(rsync_harness: RsyncHarness, tmp_path: Path) -> None:
     o, r = results
     assert o.stats["Matched data"] > len(DATA) // 2
     assert_equivalent(o, r)
+
+
+def test_a_crowded_directory(rsync_harness: RsyncHarness) -> None:
+    """100 candidates (the vectorised distances): "f-0a0.bin" is nearest to "f-090.bin"
+    ('9' is the digit closest to 'a'), the only file its content resembles."""
+    h = rsync_harness
+    oracle, ours = h.oracle(), h.rsyncd_root()
+    rng = random.Random(7)
+    old = {f"crowd/f-{k:03d}.bin": (rng.randbytes(4096), T0 + k * S) for k in range(100)}
+    _source(h, old)
+    seed_destination(h, [oracle, ours])
+    _source(h, {"crowd/f-0a0.bin": (_changed(old["crowd/f-090.bin"][0], 6), T0 + 200 * S)})
+    o, r = h.differential(["-aiy", "--stats", "src/", "lh:dst/"], [oracle, ours])
+    assert o.stats["Matched data"] > 2048
+    assert_equivalent(o, r)

@@ -7,9 +7,17 @@ in its directory order; the lowest score so far is the pruning limit for the nex
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from rsyncd_py.roles.fuzzy import MAX_DISTANCE, filename_suffix, fuzzy_distance, name_distance
+from rsyncd_py.roles.fuzzy import (
+    MAX_DISTANCE,
+    distances,
+    filename_suffix,
+    fuzzy_distance,
+    name_distance,
+)
 
 RSYNC_SCORES = [  # (name, units, fraction) in rsync's order
     (b".hidden", 53, 4145),
@@ -25,14 +33,29 @@ RSYNC_SCORES = [  # (name, units, fraction) in rsync's order
 ]
 
 
-def test_scores_match_rsync() -> None:
+@pytest.mark.parametrize("vectorised", [False, True])
+def test_scores_match_rsync(vectorised: bool) -> None:
     base = b"report-v2.txt"
     suffix = filename_suffix(base)
+    raw = distances([name for name, _, _ in RSYNC_SCORES], base).tolist()
     lowest = MAX_DISTANCE
-    for name, units, fraction in RSYNC_SCORES:
-        dist = name_distance(name, base, suffix, lowest)
+    for (name, units, fraction), known in zip(RSYNC_SCORES, raw, strict=True):
+        dist = name_distance(name, base, suffix, lowest, known=known if vectorised else None)
         assert (dist >> 16, dist & 0xFFFF) == (units, fraction), name
         lowest = min(lowest, dist)
+
+
+def test_vectorised_distances_equal_the_recurrence() -> None:
+    rng = random.Random(3)
+    alphabet = b"ab.~129xyz-" + bytes([0xE9, 0xFF])
+    for _ in range(200):
+        base = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        names = [
+            bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
+            for _ in range(rng.randint(1, 20))
+        ]
+        want = [fuzzy_distance(name, base, 0xFFFFFFFF) for name in names]
+        assert distances(names, base).tolist() == want, (names, base)
 
 
 @pytest.mark.parametrize(
