@@ -51,7 +51,7 @@ from bench.store_timing import StageClock, instrument
 from bench.systems import MotoServer
 from blockstore.factory import create_store
 from blockstore.volume import open_volume
-from blockstore.volume.chunker import StreamChunker
+from blockstore.volume.chunker import ChunkParams, StreamChunker
 from rsyncd_py.fs.base import Stat
 from rsyncd_py.fs.store import StoreProvider
 from rsyncd_py.malloc_tuning import tune_malloc
@@ -59,6 +59,7 @@ from rsyncd_py.malloc_tuning import tune_malloc
 GIB = 1 << 30
 WRITE = 256 << 10  # what the receiver hands its file writer at a time
 CHUNK_FEED = 1 << 20  # what the store's file writer hands the builder (WRITE_BATCH)
+# name -> (on the moto S3 server, encrypted)
 CONFIGS = {"local-plain": (False, False), "local-enc": (False, True), "s3-enc": (True, True)}
 STAGES = ("chunk", "hash", "compress", "encrypt", "pack", "pack cache", "requests", "backend")
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -89,7 +90,7 @@ class Row:
     files: int
     wall_s: float = 0.0
     cpu_s: float = 0.0
-    system_s: float = 0.0  # the kernel's share of cpu_s (page faults, copies, syscalls)
+    system_s: float = 0.0  # kernel CPU (page faults, copies, syscalls), reading included
     stage_cpu_s: dict[str, float] = field(default_factory=dict)
     moto_cpu_s: float | None = None
     requests: dict[str, int] = field(default_factory=dict)
@@ -184,7 +185,7 @@ async def read_files(provider: StoreProvider, kind: DataKind) -> float:
     return checking
 
 
-def chunk_alone(params: Any, kind: DataKind) -> float:
+def chunk_alone(params: ChunkParams, kind: DataKind) -> float:
     """Thread CPU seconds to chunk `kind` with FastCDC as the builder does, alone."""
     spent = 0.0
     for path in kind.files:
