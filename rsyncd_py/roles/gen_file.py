@@ -36,11 +36,13 @@ from rsyncd_py.roles.fuzzy import FuzzyBasis
 from rsyncd_py.roles.hardlinks import is_hlinked
 from rsyncd_py.roles.metadata import quote, report_fs_error, set_file_attrs
 from rsyncd_py.roles.transfer import FLAG_FILE_SENT, Transfer
+from rsyncd_py.wire import Log
 
 if TYPE_CHECKING:
     from rsyncd_py.roles.generator import Generator
 
 _SUMS_BATCH = 1 << 20  # bytes of basis summed per read (bounds memory per file)
+_INVERTED = bytes(range(255, -1, -1))  # byte -> byte ^ 0xFF, for bytes.translate
 
 
 class FileRequests:
@@ -200,10 +202,10 @@ class FileRequests:
         if basis is None or st is None:
             t.wire.write(pack_sum_head(WHOLE_FILE, t.protocol))
         else:
-            await self._send_sums(basis, st.size)
+            await self._send_sums(basis, st.size, path)
         await t.wire.drain()
 
-    async def _send_sums(self, basis: FileReader, size: int) -> None:
+    async def _send_sums(self, basis: FileReader, size: int, path: bytes) -> None:
         """generator.c generate_and_send_sums: the sum head and one sum pair per block."""
         t = self.g.t
         neg = t.neg
@@ -219,9 +221,24 @@ class FileRequests:
             return  # --append: the head says how much the receiver has; no sums
         batch = max(head.blength, (_SUMS_BATCH // head.blength) * head.blength)
         offset = 0
+        unreadable = False
         while offset < size:
             length = min(batch, size - offset)
-            data = await basis.read(offset, length)
+            try:
+                data = b"" if unreadable else await basis.read(offset, length)
+            except FsError as exc:
+                # rsync's map_ptr zero-fills what it cannot read and sums the zeros; a
+                # zero block of the new file would then be "matched" to a basis block the
+                # receiver cannot read either. The rest of the basis gets sums no block
+                # can match instead (inverted strong sums), so it travels as literal
+                # data and the session goes on (a damaged store block used to end it).
+                t.wire.rprintf(
+                    Log.WARNING,
+                    f"rsync: [generator] read errors mapping {quote(path)}: "
+                    f"{exc.strerror or exc} ({exc.errno})\n",
+                )
+                unreadable = True
+                data = b""
             if len(data) < length:  # the file shrank under us: rsync's map_ptr gives zeros
                 data = data + bytes(length - len(data))
             weak = checksums.weak_block_sums(data, head.blength)
@@ -234,6 +251,8 @@ class FileRequests:
                 seed=neg.seed,
                 seed_fix=neg.seed_fix,
             )
+            if unreadable:
+                strong = strong.translate(_INVERTED)
             t.wire.write(pack_block_sums(weak, strong, head.s2length))
             await t.wire.drain()
             offset += length

@@ -12,7 +12,8 @@
 - **A flipped byte**: one byte of one block inside its pack is flipped below every
   layer. A pull of the tree fails that file with rsync's exit 23 (it never arrives with
   wrong content), the other files arrive intact, and ``fsck --read-data`` names the
-  object. Plain and encrypted stores.
+  object. Plain and encrypted stores. A delta push onto that file warns ("read errors
+  mapping") and completes instead of ending the session.
 """
 
 from __future__ import annotations
@@ -251,3 +252,31 @@ def test_a_flipped_byte_fails_that_file_with_an_io_error(
     errors = [line for line in fsck.stdout.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {victim}: "), fsck.stdout
     assert "dst/bad" in errors[0]
+
+
+def test_a_damaged_basis_block_does_not_end_a_delta_push(rsync_harness: RsyncHarness) -> None:
+    """A push onto a file whose stored middle block is damaged: a warning, not a failure.
+
+    The generator cannot read the basis past the damage; what it could not read gets
+    sums no block can match, so the rest of the session goes through (before, the read
+    error ended it with exit 11 and nothing after that file was stored).
+    """
+    h = rsync_harness
+    src = h.client_dir / "src"
+    original = os.urandom(200_000)
+    write_file(src / "bad", original, 1_600_000_000_000_000_000)
+    write_file(src / "later", b"after the damaged one\n", 1_600_000_000_000_000_001)
+    url = str(h.tmp / "bucket")
+    target = _store_target(h, url, SMALL)
+    assert h.run(target, ["-a", "src/", "lh:dst/"], tree=None).returncode == 0
+    _flip_a_middle_block(url, b"dst/bad", None, h.tmp / "inspect-state")
+
+    write_file(src / "bad", b"new head" + original[8:], 1_600_000_100_000_000_000)
+    write_file(src / "later", b"changed after the damaged one\n", 1_600_000_100_000_000_000)
+    push = h.run(target, ["-a", "--no-W", "--stats", "src/", "lh:dst/"], tree=None)
+    assert push.returncode == 0, push.describe()
+    assert re.search(rb'read errors mapping "\S*dst/bad": .*\(5\)', push.stderr), push.describe()
+    assert push.stats["Matched data"] > 0  # the readable start of the basis still matched
+    back = h.run(target, ["-a", "lh:dst/later", "later-back"], tree=None)
+    assert back.returncode == 0, back.describe()
+    assert (h.client_dir / "later-back").read_bytes() == b"changed after the damaged one\n"
