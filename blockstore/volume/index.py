@@ -68,6 +68,10 @@ _PACK = struct.Struct("<32sQQII8x")  # name, size, created ns, count, flags
 PACK_DELETED = 1
 _GEN = struct.Struct("<8sQ")
 _LOCATION = struct.Struct("<III")  # a slot after its id: offset, length, packword
+_SLOT_BODY = struct.Struct("<32sII")  # id, offset, length: written before the packword
+_PACKWORD = struct.Struct("<I")
+_LIVE = struct.Struct("<Q")
+_LIVE_AT = 16  # the header's live count (after magic and capacity)
 
 
 class _Header(NamedTuple):
@@ -243,6 +247,14 @@ class PackIndex:
 
     def _locate(self, kind: int, ident: bytes) -> int:
         """Byte position of the live slot for (kind, ident), or -1."""
+        return self._probe(kind, ident)[0]
+
+    def _probe(self, kind: int, ident: bytes) -> tuple[int, int]:
+        """`_locate`'s answer, and the end of the probe run it searched.
+
+        The end is the first empty slot after the home of `ident` (or the end of the
+        table).
+        """
         mm = self._mm
         assert mm is not None
         start = HEADER_SIZE + _home(ident, self._capacity) * SLOT_SIZE
@@ -252,9 +264,9 @@ class PackIndex:
             if not (pos - HEADER_SIZE) % SLOT_SIZE:
                 word = int.from_bytes(mm[pos + 40 : pos + 44], "little")
                 if word not in (0, DELETED) and word >> PACK_BITS == kind:
-                    return pos
+                    return pos, end
             pos = mm.find(ident, pos + 1, end)
-        return -1
+        return -1, end
 
     def lookup(self, kind: int, ident: bytes) -> tuple[int, int, int] | None:
         """(pack number, offset, length) of an object, or None."""
@@ -290,18 +302,32 @@ class PackIndex:
                 needed = header.live + len(entries)
                 self._rewrite(max(int(needed / MAX_LOAD * GROWTH), MIN_CAPACITY))
             for kind, ident, offset, length in entries:
-                pos = self._locate(kind, ident)
-                if pos < 0:
-                    pos = self._free_slot(ident)
-                    self._set_header(live=self._header().live + 1)
+                pos = self._slot_for(kind, ident)
                 self._mark_dirty()
                 mm = self._mm
                 assert mm is not None
-                mm[pos : pos + 40] = ident + struct.pack("<II", offset, length)
-                mm[pos + 40 : pos + 44] = struct.pack("<I", pack | kind << PACK_BITS)
+                _SLOT_BODY.pack_into(mm, pos, ident, offset, length)
+                _PACKWORD.pack_into(mm, pos + 40, pack | kind << PACK_BITS)
             header = self._header()
             if header.live + header.deleted > MAX_LOAD * header.capacity:
                 self._rewrite(max(int(header.live / MAX_LOAD * GROWTH), MIN_CAPACITY))
+
+    def _slot_for(self, kind: int, ident: bytes) -> int:
+        """Position of the live slot for (kind, ident), else of a free one now counted live.
+
+        One probe serves both: the first empty slot after the home, which bounds the
+        search, is where a new entry goes.
+        """
+        pos, end = self._probe(kind, ident)
+        if pos >= 0:
+            return pos
+        if end >= len(self._mm):  # type: ignore[arg-type]
+            end = self._free_slot(ident)  # grows the table
+        mm = self._mm
+        assert mm is not None
+        (live,) = _LIVE.unpack_from(mm, _LIVE_AT)
+        _LIVE.pack_into(mm, _LIVE_AT, live + 1)
+        return end
 
     def _free_slot(self, ident: bytes) -> int:
         """Position of the first empty slot at or after the home of `ident`."""

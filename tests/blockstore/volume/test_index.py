@@ -107,14 +107,14 @@ def test_a_large_batch_never_fills_the_table_past_its_load(tmp_path: Path) -> No
     so no insert probes a table more than MAX_LOAD full (probe runs stay short)."""
     index = PackIndex(tmp_path)
     loads: list[float] = []
-    free_slot = index._free_slot
+    probe = index._probe
 
-    def recording(ident: bytes) -> int:
+    def recording(kind: int, ident: bytes) -> tuple[int, int]:
         header = _HEADER.unpack_from(index._mm)  # type: ignore[arg-type]
         loads.append(header[2] / header[1])  # live / capacity
-        return free_slot(ident)
+        return probe(kind, ident)
 
-    index._free_slot = recording  # type: ignore[method-assign]
+    index._probe = recording  # type: ignore[method-assign]
     index.insert([(0, ident(n), n, 1) for n in range(16_384)], 1)
     assert len(loads) == 16_384 and max(loads) <= MAX_LOAD
     assert all(index.lookup(0, ident(n)) == (1, n, 1) for n in range(0, 16_384, 7))
