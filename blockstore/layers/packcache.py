@@ -54,6 +54,7 @@ class PackCacheLayer(Layer):
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, int] = OrderedDict()  # name -> file size, LRU order
         self._checked: set[str] = set()  # files known good: written or verified here
+        self._checking: dict[str, threading.Lock] = {}  # one whole-file check per pack
         self._total = 0
         os.makedirs(self.directory, exist_ok=True)
         self._rebuild()
@@ -114,19 +115,30 @@ class PackCacheLayer(Layer):
             self._entries.move_to_end(name)
             if name in self._checked:
                 return True
-        try:
-            stored = (self.directory / name).read_bytes()
-        except OSError:
-            stored = b""
-        if len(stored) < _DIGEST or xxhash.xxh3_128_digest(memoryview(stored)[_DIGEST:]) != (
-            stored[:_DIGEST]
-        ):
-            log.warning("pack cache: %s is damaged; dropped", name)
-            self._forget(name)
-            return False
-        with self._lock:
-            self._checked.add(name)
-        return True
+            checking = self._checking.setdefault(name, threading.Lock())
+        # A reader fetches several runs of one pack at once: one of them checks the file,
+        # the others wait for its verdict instead of each reading the 16 MiB again.
+        with checking:
+            with self._lock:
+                if name in self._checked:
+                    return True
+                if name not in self._entries:
+                    return False
+            try:
+                stored = (self.directory / name).read_bytes()
+            except OSError:
+                stored = b""
+            good = len(stored) >= _DIGEST and (
+                xxhash.xxh3_128_digest(memoryview(stored)[_DIGEST:]) == stored[:_DIGEST]
+            )
+            if not good:
+                log.warning("pack cache: %s is damaged; dropped", name)
+                self._forget(name)
+            with self._lock:
+                if good:
+                    self._checked.add(name)
+                self._checking.pop(name, None)
+        return good
 
     def _read(self, name: str, offset: int, length: int | None) -> bytes | None:
         """Bytes of a cached pack (None on a miss or a cache failure)."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from blockstore.backend import NotFoundError
 from blockstore.backends.memory import MemoryBackend
+from blockstore.layers import packcache
 from blockstore.layers.packcache import PackCacheLayer
 from blockstore.layers.stats import StatsLayer
 
@@ -76,3 +79,26 @@ def test_size_bound_and_delete(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
         cache.get_range(names[-1], 0, 10)
     assert (tmp_path / "packcache" / names[-2].removeprefix("packs/")).exists() is False
+
+
+def test_concurrent_first_reads_check_a_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, writer = stack(tmp_path)
+    data = os.urandom(4 << 20)
+    writer.put(PACK, data)
+    _, cache = stack(tmp_path)  # a later process: the file must be checked before use
+    checks: list[int] = []
+    digest = packcache.xxhash.xxh3_128_digest
+
+    def counted(view: memoryview) -> bytes:
+        checks.append(len(view))
+        time.sleep(0.05)  # hold the check open while the other readers arrive
+        return digest(view)
+
+    monkeypatch.setattr(packcache.xxhash, "xxh3_128_digest", counted)
+    offsets = list(range(0, 4 << 20, 512 << 10))
+    with ThreadPoolExecutor(len(offsets)) as pool:
+        runs = list(pool.map(lambda offset: cache.get_range(PACK, offset, 4096), offsets))
+    assert runs == [data[offset : offset + 4096] for offset in offsets]
+    assert checks == [len(data)]
