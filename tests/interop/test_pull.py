@@ -81,7 +81,7 @@ CASES = [
     ),
     *(
         PullCase(f"cc-{name}", ("-ai", f"--cc={name}", "--stats"), changed=True)
-        for name in ("md5", "xxh64", "xxh3", "xxh128")
+        for name in ("md4", "md5", "xxh64", "xxh3", "xxh128")
     ),
     PullCase("numeric-ids", ("-ai", "--numeric-ids")),
     PullCase("hard-links", ("-aiH",), compare={"ignore": ()}),

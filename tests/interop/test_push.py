@@ -80,7 +80,7 @@ CASES = [
     Case("compress-zlib", ("-ai", "--zc=zlib", "--stats"), changed=True),
     *(
         Case(f"cc-{name}", ("-ai", f"--cc={name}", "--stats"), changed=True)
-        for name in ("md5", "xxh64", "xxh3", "xxh128")
+        for name in ("md4", "md5", "xxh64", "xxh3", "xxh128")
     ),
     Case("numeric-ids", ("-ai", "--numeric-ids"), store=True),
     Case("hard-links", ("-aiH",), store=True),
