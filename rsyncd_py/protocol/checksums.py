@@ -80,7 +80,10 @@ def digest_len(name: str) -> int:
 
 
 _SUB = 256
-_SUB_WEIGHTS = np.arange(_SUB, dtype=np.float32)
+# a piece's sum and its moment from one BLAS product (columns: ones, 0..255)
+_SUB_WEIGHTS = np.stack(
+    [np.ones(_SUB, dtype=np.float32), np.arange(_SUB, dtype=np.float32)], axis=1
+)
 
 
 def _sum1_rows(rows: np.ndarray) -> np.ndarray:
@@ -88,18 +91,20 @@ def _sum1_rows(rows: np.ndarray) -> np.ndarray:
 
     s1 = sum(b[i]) and s2 = sum((L - i) * b[i]), each mod 2**16. Each row is cut into
     256-byte pieces k: their sums S_k and T_k = sum(t * b[256k + t]) are taken in float32
-    (every partial sum is an integer below 2**24, so exact) with a BLAS product, and
+    (every partial sum is an integer below 2**24, so exact) with one BLAS product, and
     s2 = sum((L - 256k) * S_k) - sum(T_k); the last L % 256 bytes are added directly.
-    1.5x the cumsum formulation for blocks of 2 KiB and more (2.6 vs 1.7 GB/s here).
+    1.5x the cumsum formulation for blocks of 2 KiB and more (2.6 vs 1.7 GB/s here);
+    S_k and T_k from the same product rather than a sum and a product: 0.42 -> 0.36
+    CPU-s per GiB at 8 and 32 KiB blocks.
     """
     count, length = rows.shape
     pieces = length // _SUB
     head = rows[:, : pieces * _SUB].astype(np.float32).reshape(count, pieces, _SUB)
-    sums = head.sum(axis=2, dtype=np.float32).astype(np.int64)
-    moments = (head @ _SUB_WEIGHTS).astype(np.int64)
+    both = (head @ _SUB_WEIGHTS).astype(np.int64)  # [..., 0] = S_k, [..., 1] = T_k
+    sums = both[..., 0]
     s1 = sums.sum(axis=1)
     s2 = (sums * (length - np.arange(pieces, dtype=np.int64) * _SUB)).sum(axis=1)
-    s2 -= moments.sum(axis=1)
+    s2 -= both[..., 1].sum(axis=1)
     rest = length - pieces * _SUB
     if rest:
         tail = rows[:, pieces * _SUB :].astype(np.int64)
