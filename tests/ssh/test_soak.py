@@ -50,6 +50,7 @@ def test_many_sessions_leak_no_descriptors_or_slots(ssh_server: InProcessServer)
     for i in range(300):
         action = ("echo", "exit:3", "crash", "sink")[i % 4]
         result = ssh_server.ssh(rsync_command(".", action), input=b"data")
-        assert result.returncode == {"echo": 0, "exit:3": 3, "crash": 15, "sink": 0}[action]
+        expected = {"echo": 0, "exit:3": 3, "crash": 15, "sink": 0}[action]
+        assert result.returncode == expected, (i, action, result.returncode, result.stderr)
     assert ssh_server.server.active_sessions == 0
     assert _open_fds() <= before + 4
