@@ -223,6 +223,7 @@ class _Session:
         seed = opts.checksum_seed or handshake.make_seed(int(time.time()), os.getpid())
         wire.write(pack_int(seed))
         wire.start_multiplex_out()
+        wire.start_counting_input()
         if protocol >= 31 or (protocol == 30 and not _forwards_files_from(opts)):
             wire.start_multiplex_in()
         if opts.io_timeout:

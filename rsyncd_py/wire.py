@@ -118,6 +118,7 @@ class Wire:
         self.msgs2stderr = 2  # log.c: 0 all via messages, 1 all to stderr, 2 errors to stderr
         self.who_am_i = "Receiver"  # log.c who_am_i, for the EOF line ("sender" on a pull)
         self.total_read = 0
+        self._counted_from: int | None = None  # total_read when rsync's count would start
         self.total_written = 0
         self.io_error = 0  # MSG_IO_ERROR bits from the peer
         self.got_xfer_error = False  # an ERROR_XFER was reported (exit 23)
@@ -212,7 +213,7 @@ class Wire:
                     self._room.set()
                 return value
             if self._eof:
-                self._fail(ConnectionClosed(self.total_read, self.who_am_i))
+                self._fail(ConnectionClosed(self.bytes_received, self.who_am_i))
                 continue
             self._room.set()  # the reader needs more than we hold: never stall it
             self._data_ready.clear()
@@ -231,6 +232,19 @@ class Wire:
                             ExitCode.RERR_TIMEOUT,
                         )
                     )
+
+    def start_counting_input(self) -> None:
+        """io.c io_start_buffering_in: from here rsync counts what it reads (stats.total_read).
+
+        The handshake before it is read unbuffered and uncounted, so the EOF line's
+        "N bytes received so far" leaves it out. Call it while the input is still raw.
+        """
+        self._counted_from = self.total_read - len(self._inbuf)
+
+    @property
+    def bytes_received(self) -> int:
+        """Input bytes consumed or buffered since `start_counting_input` (0 before it)."""
+        return 0 if self._counted_from is None else self.total_read - self._counted_from
 
     @property
     def buffered(self) -> int:
