@@ -16,6 +16,7 @@ the ones a sequential reader is walking through).
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from blockstore.volume.objects import Content, decode_list, encode_list, record_
 from blockstore.volume.objectstore import ObjectStore
 
 INLINE_RECORDS = 256
+_INLINE_RECORD = struct.Struct("<32sI")  # objects.BLOCK_RECORD, for a few records
+FEW_RECORDS = 4
 FANOUT = 4096
 MAX_FANOUT = 4 * FANOUT
 
@@ -50,6 +53,19 @@ def build_content(
         records = _write_level(objects, height, records, list_ids)
         height += 1
     return Content(size, height, records, xxh128, md5), list_ids
+
+
+def inline_blocks(content: Content) -> list[tuple[bytes | None, int]] | None:
+    """(block id or None for a hole, length) of each block, if the root holds them all.
+
+    None when the list is out of line (walking it needs I/O: use a `BlockMap`).
+    """
+    if content.height:
+        return None
+    return [
+        (None if ident == HOLE_ID else ident, length)
+        for ident, length in _INLINE_RECORD.iter_unpack(content.records)
+    ]
 
 
 def _cut_points(records: bytes, itemsize: int) -> list[int]:
@@ -107,7 +123,12 @@ class BlockMap:
     def __init__(self, objects: ObjectStore, content: Content, *, cache_nodes: int = 8) -> None:
         self._objects = objects
         self.size = content.size
-        self._root = _Node(content.height, content.records)
+        # whether the root holds the block records themselves: walking needs no I/O
+        self.inline = content.height == 0
+        # a small file's few records are walked in Python: numpy's per-call overhead on
+        # tiny arrays cost ~10 us per file opened, a tenth of a small-file pull's sender
+        self._few = inline_blocks(content) if self.inline and content.count <= FEW_RECORDS else None
+        self._root = _Node(content.height, content.records) if self._few is None else None
         self._cache: OrderedDict[bytes, _Node] = OrderedDict()
         self._cache_nodes = cache_nodes
         self._lock = threading.Lock()
@@ -117,8 +138,16 @@ class BlockMap:
 
         The first block yielded is the one containing `offset`.
         """
-        if offset < self.size:
+        if offset >= self.size:
+            return
+        if self._root is not None:
             yield from self._walk(self._root, 0, offset)
+            return
+        begin = 0
+        for block_id, length in self._few or ():
+            if begin + length > offset:
+                yield block_id, begin, length
+            begin += length
 
     def _walk(self, node: _Node, base: int, offset: int) -> Iterator[tuple[bytes | None, int, int]]:
         first = int(np.searchsorted(node.ends, offset - base, side="right"))

@@ -408,6 +408,11 @@ class FileReader:
         """(block id or None for a hole, file offset, length) from `offset` on."""
         return self._map.blocks(offset)
 
+    @property
+    def inline_blocks(self) -> bool:
+        """Whether `blocks` needs no I/O (the block list is inside the tree entry)."""
+        return self._map.inline
+
     def fetch(self, block_id: bytes | None, length: int, begin: int | None = None) -> bytes:
         """The content of one block (zeros for a hole); `begin` is its file offset."""
         return self.fetch_many([(block_id, begin, length)])[0]

@@ -57,6 +57,7 @@ from blockstore.volume import (
 from blockstore.volume.snapshots import snapshot_time_ns
 from rsyncd_py.fs.base import FsError, Stat
 from rsyncd_py.fs.factory import StoreOptions
+from rsyncd_py.fs.store_ahead import ReadAhead
 from rsyncd_py.fs.store_io import (
     StoreFileReader,
     StoreFileWriter,
@@ -94,6 +95,7 @@ class StoreFileSystem:
         self._ns: Namespace = tx.ns if tx is not None else view  # type: ignore[assignment]
         self._snapshot_ids_cache: list[str] | None = None
         self._snapshot_views: dict[str, Namespace] = {}
+        self.ahead = ReadAhead(self.volume.objects, self.submit)
         self.writers: set[StoreFileWriter] = set()
         self._last_checkpoint = time.monotonic()
         self._operations = 0  # since the last checkpoint
@@ -230,6 +232,24 @@ class StoreFileSystem:
             raise FsError(err, "Is a directory" if entry.is_dir() else "Not a regular file", path)
         return StoreFileReader(self, self.volume.reader(entry.content), content_digests(entry))
 
+    def read_ahead(self, paths: Sequence[bytes]) -> None:
+        """A hint: the regular files at `paths` will probably be read soon, in order.
+
+        Store-only (not part of the FileSystem contract): a pull's sender names the
+        files it expects to be asked for next, and the small ones among those already
+        looked up (no I/O here) are fetched together (`store_ahead.py`).
+        """
+        ns = self.tx.ns if self.tx is not None else self._ns
+        contents = []
+        for path in paths:
+            try:
+                entry = ns.lookup_cached(path)
+            except OSError:  # not a path of this tree (any more): nothing to read ahead
+                continue
+            if isinstance(entry, TreeEntry) and entry.content is not None:
+                contents.append(entry.content)
+        self.ahead.add(contents)
+
     @fs_errors()
     async def file_digests(self, path: bytes) -> dict[str, bytes]:
         """Whole-file digests of the regular file at `path` ({} if none recorded).
@@ -314,6 +334,7 @@ class StoreFileSystem:
         if self._closed:
             return
         self._closed = True
+        self.ahead.close()
         try:
             for writer in list(self.writers):
                 await writer.abort()

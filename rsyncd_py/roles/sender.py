@@ -79,6 +79,12 @@ from rsyncd_py.wire import Log, PeerExit, Wire
 
 T = TypeVar("T")
 
+# The client asks for files in list order. After two requests at most AHEAD_GAP apart,
+# the next AHEAD_FILES entries of the list are named to a file system that reads ahead
+# (the store fetches the small ones in one job instead of one job per file).
+AHEAD_FILES = 64
+AHEAD_GAP = 4
+
 # Options the sender refuses (rsync's "The server does not support --X" text, exit 1):
 # symlink following: referents may lie outside the served tree (an absolute target
 # names a path on the machine that was backed up).
@@ -147,6 +153,10 @@ class Sender:
         )
         # the file list's encoder, kept for its ACL and xattr lists (-A/-X)
         self.flist_encoder = FlistEncoder(flist_options(opts, neg))
+        # StoreFileSystem.read_ahead (not in the FileSystem contract), and what it covers
+        self._read_ahead: Callable[[list[bytes]], None] | None = getattr(fs, "read_ahead", None)
+        self._last_request = -1
+        self._ahead_end = 0
 
     async def run(self) -> int:
         """main.c do_server_sender, after the setup exchange."""
@@ -349,6 +359,7 @@ class Sender:
         count = 0 if appending else head.count
         raw = await self._read(lambda buf: buf.take(count * width)) if count else b""
         sums = BlockSums.from_wire(count, head.blength, head.s2length, head.remainder, raw)
+        self._hint_read_ahead(record.ndx)
         reader = await self._open(record.ndx, sent)
         if reader is None:
             return
@@ -377,6 +388,21 @@ class Sender:
                 f"rsync: [sender] read errors mapping {_quoted(sent.path)}: "
                 f"{failure.strerror or failure} ({failure.errno})\n",
             )
+
+    def _hint_read_ahead(self, ndx: int) -> None:
+        """Name the files the client will probably ask for next, when it reads in order."""
+        previous, self._last_request = self._last_request, ndx
+        if self._read_ahead is None or ndx < self._ahead_end:
+            return
+        if not 0 < ndx - previous <= AHEAD_GAP:
+            return  # a lone request: reading ahead would mostly read what is not wanted
+        flist = self.lists.list_for(ndx)
+        if flist is None:
+            return
+        first = ndx - flist.ndx_start
+        following = flist.entries[first : first + AHEAD_FILES]
+        self._read_ahead([sent.path for sent in following if sent.st.is_file()])
+        self._ahead_end = ndx + len(following)
 
     async def _open(self, ndx: int, sent: SendEntry) -> FileReader | None:
         """do_open for a requested file; a failure is reported and answered MSG_NO_SEND."""

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import xxhash
 
+from blockstore.backend import StoreError
 from blockstore.backends.memory import MemoryBackend
 from blockstore.factory import create_store
 from blockstore.volume import NEEDS_IO, ChunkParams, Volume, VolumeParams
 from rsyncd_py.fs import store as store_fs
-from rsyncd_py.fs import store_io
+from rsyncd_py.fs import store_ahead, store_io
 from rsyncd_py.fs.base import FsError
 from rsyncd_py.fs.factory import StoreOptions
 from rsyncd_py.fs.store import StoreProvider
@@ -229,6 +230,85 @@ async def test_small_files_commit_without_a_thread_hop(
     for path, data in ((b"d/small", small), (b"d/large", large), (b"d/busy", small)):
         assert await read_file(fs, path) == data
     assert await read_file(fs, b"d/later") == small[:100]
+    await fs.close(True)
+
+
+@async_test
+async def test_reading_a_small_file_plans_on_the_event_loop(
+    store_env: ProviderEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose block list is inline is planned without a thread hop (only its
+    fetch goes to the executor); one with an out-of-line list is planned there."""
+    fs = await store_env.open(True)
+    small, large = os.urandom(5000), os.urandom(40 << 20)
+    await write_file(fs, b"small", small)
+    await write_file(fs, b"large", large)
+    await fs.close(True)
+    fs = await store_env.open(False)
+    assert await fs.lstat(b"small") is not None  # the root tree, loaded once
+    hops: list[str] = []
+    submit = fs.submit  # type: ignore[attr-defined]
+
+    def counted(fn: Any, *args: Any) -> Any:
+        hops.append(fn.__name__)
+        return submit(fn, *args)
+
+    monkeypatch.setattr(fs, "submit", counted)
+    assert await read_file(fs, b"small") == small
+    assert hops == ["_fetch_run"]
+    hops.clear()
+    assert await read_file(fs, b"large") == large
+    assert hops[0] == "next_runs" and "_fetch_run" in hops
+    await fs.close(True)
+
+
+@async_test
+async def test_small_files_read_ahead_come_in_one_job(
+    store_env: ProviderEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files named to `read_ahead` are fetched in one executor job and read from it;
+    a large one, or one not named, is read on its own; a failed job is no error: each
+    reader then fetches its own blocks."""
+    fs = await store_env.open(True)
+    datas = {b"d/f%d" % i: os.urandom(i * 7) for i in range(10)}
+    datas[b"d/large"] = os.urandom(store_ahead.MAX_FILE + 1)
+    await fs.mkdir(b"d", dir_stat())
+    for path, data in datas.items():
+        await write_file(fs, path, data)
+    await fs.close(True)
+    fs = await store_env.open(False)
+    assert await fs.lstat(b"d/f0") is not None  # the trees, loaded once
+    hops: list[str] = []
+    submit = fs.submit  # type: ignore[attr-defined]
+
+    def counted(fn: Any, *args: Any) -> Any:
+        hops.append(fn.__name__)
+        return submit(fn, *args)
+
+    monkeypatch.setattr(fs, "submit", counted)
+    monkeypatch.setattr(fs.ahead, "_submit", counted)  # type: ignore[attr-defined]
+    fs.read_ahead([b"d/f%d" % i for i in range(8)] + [b"d/large", b"nowhere/x"])  # type: ignore[attr-defined]
+    for i in range(8):
+        assert await read_file(fs, b"d/f%d" % i) == datas[b"d/f%d" % i]
+    assert hops == ["_fetch"]
+    assert await read_file(fs, b"d/f9") == datas[b"d/f9"]
+    assert await read_file(fs, b"d/large") == datas[b"d/large"]
+    assert hops == ["_fetch", "_fetch_run", "_fetch_run"]
+
+    failed: list[int] = []
+
+    def broken(blocks: Any) -> Any:
+        failed.append(len(blocks))
+        raise StoreError("injected")
+
+    fresh = await store_env.open(False)
+    assert await fresh.lstat(b"d/f0") is not None
+    monkeypatch.setattr(fresh.ahead, "_fetch", broken)  # type: ignore[attr-defined]
+    fresh.read_ahead([b"d/f%d" % i for i in range(10)])  # type: ignore[attr-defined]
+    for path in (b"d/f3", b"d/f9"):
+        assert await read_file(fresh, path) == datas[path]
+    assert failed == [9]  # f1..f9 (f0 is empty)
+    await fresh.close(True)
     await fs.close(True)
 
 

@@ -15,8 +15,8 @@ from blockstore.backend import IntegrityError
 from blockstore.config import CONFIG_KEY, FORMAT_VERSION
 from blockstore.factory import open_backend
 from blockstore.layers.compress import HEADER_RAW
-from blockstore.volume import VolumeParams
-from blockstore.volume.blocklist import INLINE_RECORDS
+from blockstore.volume import VolumeParams, blocklist
+from blockstore.volume.blocklist import INLINE_RECORDS, BlockMap
 from blockstore.volume.chunker import ChunkParams
 from tests.blockstore.volume.helpers import (
     StoreHarness,
@@ -76,6 +76,27 @@ def test_holes_are_free_and_read_as_zeros(store: StoreHarness) -> None:
     assert volume.stack.stats.snapshot().bytes_up < 1_000_000  # type: ignore[union-attr]
 
 
+def test_a_few_blocks_are_walked_as_numpy_walks_many(
+    store: StoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.create()
+    volume = store.open()
+    builder = volume.new_file()
+    builder.write(b"head")
+    builder.write_zeros(1 << 20)
+    builder.write(b"tail")
+    content = builder.finish().content
+    assert 3 <= content.count <= blocklist.FEW_RECORDS
+    few = BlockMap(volume.objects, content)
+    monkeypatch.setattr(blocklist, "FEW_RECORDS", 0)
+    many = BlockMap(volume.objects, content)
+    assert few.inline and many.inline
+    ends = [begin + length for _id, begin, length in many.blocks(0)]
+    for offset in sorted({0, 1, *ends, *(end - 1 for end in ends), *(end + 1 for end in ends)}):
+        assert list(few.blocks(offset)) == list(many.blocks(offset)), offset
+    store.close(volume)
+
+
 def test_long_block_list_lives_out_of_line(store: StoreHarness) -> None:
     params = VolumeParams(chunk=ChunkParams.for_average(1024), pack_size=1 << 20)
     store.create(params)
@@ -91,6 +112,8 @@ def test_long_block_list_lives_out_of_line(store: StoreHarness) -> None:
     store.close(volume)
     volume = store.open(state="other-state")  # a fresh index: everything from the bucket
     reader = volume.reader(volume.namespace(volume.latest()).lookup(b"big").content)  # type: ignore[union-attr]
+    assert not reader.inline_blocks  # walking its list loads list objects
+    assert volume.reader(write(volume, data[:5000]).content).inline_blocks
     for offset, length in [(0, 10), (123_457, 5000), (len(data) - 3, 10), (1 << 20, 1 << 20)]:
         assert reader.read(offset, length) == data[offset : offset + length]
     assert reader.read(0, len(data)) == data
