@@ -63,8 +63,12 @@ class FuzzyFinder:
         self._sent: set[bytes] = set()
 
     async def find(self, entry: FileEntry, path: bytes) -> FuzzyBasis | None:
-        """Rsync generator.c find_fuzzy for the new file `entry` at `path`."""
-        parent, _, base = path.rpartition(b"/")
+        """Rsync generator.c find_fuzzy for the new file `entry` at `path`.
+
+        Names compare by the sender's base name (a single file may land under another).
+        """
+        parent = path.rpartition(b"/")[0]
+        base = entry.name.rpartition(b"/")[2]
         lists = await self._listings(parent)
         candidates = [
             (index, name, st)
@@ -90,11 +94,10 @@ class FuzzyFinder:
                 lowest, best = dist, (index, name, st)
         return None if best is None else self._basis(parent, *best)
 
-    def file_sent(self, path: bytes) -> None:
-        """The generator asks for `path`: it is no basis for later files of its directory."""
-        parent, _, base = path.rpartition(b"/")
-        if self._lists is not None and parent == self._dir:
-            self._sent.add(base)
+    def file_sent(self, entry: FileEntry, path: bytes) -> None:
+        """The generator asks for `entry` (at `path`): no basis for later files there."""
+        if self._lists is not None and path.rpartition(b"/")[0] == self._dir:
+            self._sent.add(entry.name.rpartition(b"/")[2])
 
     async def _listings(self, parent: bytes) -> list[list[tuple[bytes, Stat]]]:
         if self._lists is not None and parent == self._dir:
@@ -104,7 +107,7 @@ class FuzzyFinder:
         for index in range(self.dirs):
             where = parent if index == 0 else basis_path(self.t, index - 1, parent)
             try:
-                lists.append(list(await self.t.fs.listdir(where or b".")))
+                lists.append(list(await self.t.fs.listdir(where)))
             except FsError:
                 lists.append([])  # get_dirlist of a missing directory: nothing there
         self._lists = lists

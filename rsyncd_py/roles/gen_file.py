@@ -115,7 +115,7 @@ class FileRequests:
             self.g.count(ndx, +1)  # in flight until the group's leader is linked to it
             return  # a missing hard-link member: the group's last one brings the data
         if self.g.fuzzy is not None and st is not None:
-            self.g.fuzzy.file_sent(path)
+            self.g.fuzzy.file_sent(entry, path)
         try:
             await self._request(entry, ndx, path, st, basis, basis_type=basis_type, fuzzy=fuzzy)
         finally:

@@ -156,3 +156,22 @@ def test_a_crowded_directory(rsync_harness: RsyncHarness) -> None:
     o, r = h.differential(["-aiy", "--stats", "src/", "lh:dst/"], [oracle, ours])
     assert o.stats["Matched data"] > 2048
     assert_equivalent(o, r)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dest", ["lh:", "lh:sub/renamed.bin"], ids=["top", "new-name"])
+def test_a_single_file(dest: str, target: str, rsync_harness: RsyncHarness) -> None:
+    """One file into the top of the served tree, or under another name: the sender's
+    name is what is compared (so "renamed2.bin" is no basis for it), in the directory
+    where the file lands."""
+    h = rsync_harness
+    oracle, ours = h.oracle(), make_target(h, target)
+    _source(h, {"data-2024.bin": (DATA, T0), "renamed2.bin": (B_OLD, T0)})
+    for t in (oracle, ours):
+        for where in ("lh:", "lh:sub/"):
+            assert h.run(t, ["-a", "src/", where], tree=None).returncode == 0
+    _source(h, NEW)
+    push = ["-aiy", "--stats", "src/data-2025.bin", dest]
+    o, r = (h.run(t, push, tree=None) for t in (oracle, ours))
+    assert o.stats["Matched data"] > len(DATA) // 2
+    assert_equivalent(o, r)
