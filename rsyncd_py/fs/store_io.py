@@ -162,8 +162,8 @@ class StoreFileReader:
     async def stream(self, chunk_size: int = READ_RUN) -> AsyncIterator[bytes]:
         """Yield the content in order, a run of blocks (about `chunk_size`) at a time.
 
-        Runs are planned READ_AHEAD at a time in one job (walking the block list may
-        load list objects) and fetched one job each, up to READ_AHEAD ahead.
+        Runs are planned READ_AHEAD at a time (`_plan`) and fetched one job each, up to
+        READ_AHEAD ahead; a run whose blocks the session read ahead comes from there.
         """
         planner = _RunPlanner(self._reader.blocks(0), chunk_size)
         planned: deque[list[_Block]] = deque()
