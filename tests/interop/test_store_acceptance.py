@@ -73,7 +73,9 @@ def test_push_and_pull_round_trip_through_injected_faults(
     rsync_harness: RsyncHarness, varied_tree: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     h = rsync_harness
+    root_time = varied_tree.stat().st_mtime_ns
     write_file(varied_tree / "random-1m", os.urandom(1 << 20), 1_600_000_000_000_000_000)
+    os.utime(varied_tree, ns=(root_time, root_time))  # rsync#802: no directory time "now"
     env = {FAULTS_ENV: FAULTS}
     if backend == "s3":
         moto: MotoS3 = request.getfixturevalue("moto_s3")
@@ -126,6 +128,7 @@ def _bytes_up(url: str, state: Path, env: dict[str, str]) -> int:
 def _random_tree(root: Path, files: int, size: int) -> Path:
     for n in range(files):
         write_file(root / f"part-{n}", os.urandom(size), 1_600_000_000_000_000_000 + n)
+    os.utime(root, ns=(1_600_000_000_000_000_000,) * 2)  # rsync#802: no directory time "now"
     return root
 
 
@@ -229,6 +232,7 @@ def test_a_flipped_byte_fails_that_file_with_an_io_error(
     write_file(src / "bad", os.urandom(200_000), 1_600_000_000_000_000_000)
     write_file(src / "good-random", os.urandom(100_000), 1_600_000_000_000_000_001)
     write_file(src / "sub" / "good-text", b"still fine\n" * 5000, 1_600_000_000_000_000_002)
+    os.utime(src / "sub", ns=(1_600_000_000_000_000_002,) * 2)  # rsync#802
     url, key_file = str(h.tmp / "bucket"), (h.tmp / "key" if encrypted else None)
     target = _store_target(h, url, SMALL, key_file=key_file)
     push = h.run(target, ["-a", "src/", "lh:dst/"], tree=None)
