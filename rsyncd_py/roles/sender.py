@@ -451,7 +451,7 @@ class Sender:
         """Rsync main.c:handle_stats for a server sender: the totals the client prints."""
         if self.builder is not None:
             self.stats.total_size = self.builder.total_size
-        self.stats.total_read = self.wire.total_read
+        self.stats.total_read = self.wire.bytes_received
         self.stats.total_written = self.wire.total_written
         self.wire.write(self.stats.pack(self.protocol))
 
