@@ -257,6 +257,8 @@ def test_encrypted_s3_store_as_in_the_readme(
     )
     assert f"store {url}" in server.log_text()
     source = _make_source(tmp_path / "src", big=1 << 20)
+    marker = b"CONFIDENTIAL-PAYROLL-7f3e"
+    (source / "sub" / "ledger.txt").write_bytes(marker + b" salary line\n" * 20_000)
     push = server.rsync("-a", f"{source}/", server.dest("documents/"))
     assert push.returncode == 0, push.stderr
     back = tmp_path / "back"
@@ -264,6 +266,15 @@ def test_encrypted_s3_store_as_in_the_readme(
     assert pull.returncode == 0, pull.stderr
     assert _tree(back) == _tree(source)
     assert server.stop() == 0  # commits and releases the store
+    # nothing of the source in the bucket: neither content (compressible text) nor names
+    client, prefix = moto_s3.client(), url.split("/", 3)[3] + "/"
+    keys = [item["Key"] for item in client.list_objects_v2(
+        Bucket=moto_s3.bucket, Prefix=prefix)["Contents"]]  # fmt: skip
+    assert any(key.startswith(prefix + "packs/") for key in keys), keys
+    for key in keys:
+        body = client.get_object(Bucket=moto_s3.bucket, Key=key)["Body"].read()
+        for known in (marker, b"salary line", b"ledger.txt", b"name with spaces"):
+            assert known not in body, (key, known)
     listed = _cli("snapshots", "--store", url, "--key-file", key_file, env=moto_s3.env)
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.strip().splitlines()) == 1
