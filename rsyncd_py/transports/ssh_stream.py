@@ -37,6 +37,8 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
+from rsyncd_py.transports.ssh_send import send_channel_data
+
 if TYPE_CHECKING:
     import asyncssh
 
@@ -154,7 +156,7 @@ class ChannelStream:
         """Queue `data` on the channel; raises BrokenPipeError once it is closed."""
         if self._lost or self._closing:
             raise BrokenPipeError("SSH channel closed for sending")
-        self._channel.write(data)  # type: ignore[arg-type]  # asyncssh copies into its buffer
+        send_channel_data(self._channel, data)
         self.bytes_out += len(data)
 
     async def drain(self) -> None:
