@@ -14,6 +14,16 @@ default) however many threads write (a writer blocked holding a sealed pack woul
 one per thread).
 Every other key passes straight through to the inner backend.
 
+Buffers. Each object is copied into its pack's buffer as it comes, and the sealed
+buffer, cut to the pack's length, is what the inner backend's `put` gets (a bytearray:
+LocalDirBackend writes it, the pack cache hashes and writes it, boto3 sends it as it
+sends bytes; none keeps it). Once uploaded, a pack's buffer grows back in place and
+takes the next pack: at most one buffer per pack alive at once, each page-faulted and
+zeroed once. Joining a fresh 16 MiB `bytes` per pack instead, above glibc's mmap
+threshold, faulted in and zeroed 4,096 new pages a pack: 0.7-0.8 of a 1 GiB push's 1.9
+system CPU-s (docs/PERFORMANCE.md profile 1). `flush` drops the spare buffers, so an
+idle layer holds none.
+
 A pack is its objects back to back, then a trailer listing (kind, id, length) for each
 and a fixed tail (magic, count, creation time, trailer length, CRC). Its name is 256
 random bits: hashing 16 MiB to name it cost 0.6 CPU-s per GiB written, and nothing
@@ -33,9 +43,11 @@ since: a long-lived reader such as a FUSE mount then reads a snapshot committed 
 ago at once, never EIO); `exists` never does (dedup misses are the normal case). Syncs
 are serialised, and a read whose miss began before the last sync started does not sync
 again, so a burst of misses costs one LIST.
-Objects not uploaded yet are served from memory (`_pending`), so a writer sees its own
-writes at once. An object enters the index only after its pack is uploaded, so the
-index never points at data the bucket does not have.
+Objects not uploaded yet are served from memory (`_pending`: their pack, offset and
+length), so a writer sees its own writes at once; a read copies them out under the lock,
+since the buffer holds another pack once its own is uploaded. An object enters the
+index only after its pack is uploaded, so the index never points at data the bucket
+does not have.
 
 Failures: an upload that fails drops its objects from `_pending` (so `exists` turns
 false and a retry stores them again) and is reported by the next `flush()`, which is
@@ -87,6 +99,12 @@ _Piece = tuple[str, tuple[int, bytes], int, int | None]  # key, (kind, id), star
 SPAN_GAP = 256 << 10  # read through a gap this small rather than make another request
 INDEX_SLICE = 1024  # objects of an uploaded pack indexed per hold of the lock
 SPAN_LIMIT = 16 << 20  # bytes read at once at most (a pack's size)
+# a pack buffer's room beyond pack_size (at most half of it, so that sealing a full
+# pack, which cuts its buffer, keeps the memory): for the object that crosses it
+# (chunks are at most 256 KiB) and the trailer (37 bytes an object); a pack that cannot
+# take the next object beside its trailer is full, and an object too large for any pack
+# gets a buffer of its own
+PACK_HEADROOM = 512 << 10
 
 
 def _spans(
@@ -130,30 +148,44 @@ def object_bytes(info: PackInfo) -> int:
 
 @dataclass(slots=True)
 class _Pack:
-    """A pack being filled or uploaded: its objects (key, kind, id, offset, length)."""
+    """A pack being filled or uploaded: its objects (key, kind, id, offset, length).
 
+    Their bytes are copied back to back into `buffer` as they come (a reused buffer,
+    see `PackLayer._provide_buffer`).
+    """
+
+    buffer: bytearray = field(default_factory=bytearray)
     entries: list[tuple[str, int, bytes, int, int]] = field(default_factory=list)
-    datas: list[bytes] = field(default_factory=list)
     size: int = 0
 
-    def add(self, key: str, kind: int, ident: bytes, data: bytes) -> None:
-        self.entries.append((key, kind, ident, self.size, len(data)))
-        self.datas.append(data)
+    def fits(self, length: int) -> bool:
+        """Whether an object of `length` bytes fits in the buffer beside the trailer."""
+        trailer = (len(self.entries) + 1) * _ENTRY.size + _TAIL.size
+        return self.size + length + trailer <= len(self.buffer)
+
+    def add(self, key: str, kind: int, ident: bytes, data: bytes) -> int:
+        """Copy `data` into the buffer (it must fit); return its offset."""
+        offset = self.size
+        self.buffer[offset : offset + len(data)] = data
+        self.entries.append((key, kind, ident, offset, len(data)))
         self.size += len(data)
+        return offset
 
-    def seal(self) -> tuple[bytes, str, int]:
-        """The pack's bytes, a fresh random name and its creation time.
+    def seal(self) -> tuple[str, int]:
+        """Write the trailer after the objects; return a fresh random name and the time.
 
-        The objects' own copies are dropped.
+        The buffer is then cut to the pack's length (a shrink of less than half keeps its
+        memory, so it can grow back for the next pack without a new allocation).
         """
         created = time.time_ns()
         trailer = b"".join(_ENTRY.pack(k, i, n) for _key, k, i, _off, n in self.entries)
         tail = _TAIL.pack(
             _MAGIC, _VERSION, len(self.entries), created, len(trailer), zlib.crc32(trailer)
         )
-        blob = b"".join([*self.datas, trailer, tail])
-        self.datas = []
-        return blob, secrets.token_hex(32), created
+        end = self.size + len(trailer) + len(tail)
+        self.buffer[self.size : end] = trailer + tail
+        del self.buffer[end:]
+        return secrets.token_hex(32), created
 
 
 def read_trailer(
@@ -212,10 +244,13 @@ class PackLayer(Layer):
         self.index = PackIndex((state_dir or self._temp_dir) / "packindex")  # type: ignore[operator]
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._current = _Pack()
-        # key -> (pack serial, data): the object's own bytes until its pack is sealed,
-        # then a view into the sealed pack (so an uploading pack is held once, not twice)
-        self._pending: dict[str, tuple[int, bytes | memoryview]] = {}
+        self._current = _Pack()  # its buffer comes with its first object
+        # key -> (pack serial, pack, offset, length) of objects not uploaded yet
+        self._pending: dict[str, tuple[int, _Pack, int, int]] = {}
+        # buffers of uploaded packs, kept for the next ones: at most one per pack that
+        # can be alive at once (the filling one and those in flight)
+        self._capacity = pack_size + min(PACK_HEADROOM, pack_size // 2)
+        self._spare: builtins.list[bytearray] = []
         self._serial = 0
         self._in_flight = 0
         self._failures: list[StoreError] = []
@@ -242,7 +277,7 @@ class PackLayer(Layer):
         if parsed is None:
             self.inner.put(key, data)
             return
-        self._append(key, parsed, bytes(data))
+        self._append(key, parsed, data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         parsed = self._packed(key)
@@ -251,7 +286,7 @@ class PackLayer(Layer):
         with self._lock:
             if key in self._pending or self.index.lookup(*parsed) is not None:
                 return False
-            self._add_locked(key, parsed, bytes(data))
+            self._add_locked(key, parsed, data)
         return True
 
     def may_wait(self) -> bool:
@@ -273,27 +308,30 @@ class PackLayer(Layer):
         with self._lock:
             for key, parsed, data in packed:
                 if parsed is not None:
-                    self._add_locked(key, parsed, bytes(data))
+                    self._add_locked(key, parsed, data)
 
     def _append(self, key: str, parsed: tuple[int, bytes], data: bytes) -> None:
         with self._lock:
             self._add_locked(key, parsed, data)
 
     def _add_locked(self, key: str, parsed: tuple[int, bytes], data: bytes) -> None:
-        """Append to the current pack (lock held); seal it when full and there is room.
+        """Copy into the current pack (lock held); seal it when full and there is room.
 
         A full pack left unsealed for lack of room is sealed first, once an upload has
-        finished (waiting releases the lock): backpressure for every writer at once.
+        finished (waiting releases the lock): backpressure for every writer at once. A
+        pack is also full when `data` does not fit in its buffer.
         """
         if len(data) >= 1 << 32:
             raise StoreError(f"{key}: object too large for a pack ({len(data)} bytes)", key=key)
-        while self._full():
-            if self._in_flight < self._max_in_flight:
+        while self._full() or not self._current.fits(len(data)):
+            if not self._current.entries:
+                self._provide_buffer(len(data))
+            elif self._in_flight < self._max_in_flight:
                 self._seal_locked()
             else:
                 self._idle.wait()
-        self._current.add(key, parsed[0], parsed[1], data)
-        self._pending[key] = (self._serial, data)
+        offset = self._current.add(key, parsed[0], parsed[1], data)
+        self._pending[key] = (self._serial, self._current, offset, len(data))
         if self._full() and self._in_flight < self._max_in_flight:
             self._seal_locked()
 
@@ -301,6 +339,35 @@ class PackLayer(Layer):
         """Whether the current pack is full (by bytes or by objects; lock held)."""
         current = self._current
         return current.size >= self.pack_size or len(current.entries) >= self.pack_objects
+
+    def _provide_buffer(self, length: int) -> None:
+        """Give the empty current pack a buffer an object of `length` fits in (lock held).
+
+        A spare one if there is one, else a new one (bytearray zeroes it: its pages are
+        faulted in once, not once per pack as a fresh 16 MiB `bytes` per pack was).
+        """
+        self._give_back(self._current.buffer)
+        if length + _ENTRY.size + _TAIL.size <= self._capacity:
+            buffer = self._spare.pop() if self._spare else bytearray(self._capacity)
+        else:  # an object larger than a pack: a buffer of its own, not kept
+            buffer = bytearray(length + _ENTRY.size + _TAIL.size)
+        self._current.buffer = buffer
+
+    def _give_back(self, buffer: bytearray) -> None:
+        """Keep the buffer of a pack nothing reads any more for the next pack (lock held).
+
+        Sealing cut it to its pack's length; it grows back in place when that cut kept
+        its memory (more than half), else it is dropped, as is an odd-sized one or one
+        still exported (a failed write's traceback may hold a view of it).
+        """
+        if not self._capacity // 2 < len(buffer) <= self._capacity:
+            return
+        try:
+            buffer.extend(bytes(self._capacity - len(buffer)))
+        except BufferError:
+            return
+        if len(self._spare) <= self._max_in_flight:
+            self._spare.append(buffer)
 
     def _seal_locked(self) -> None:
         """Queue the current pack for upload (lock held); the queue never blocks."""
@@ -329,20 +396,18 @@ class PackLayer(Layer):
                     for key, *_rest in pack.entries:
                         if self._pending.get(key, (None,))[0] == serial:
                             del self._pending[key]
+                    self._give_back(pack.buffer)  # nothing reaches it now
                     self._in_flight -= 1
                     if self._full():  # left full for lack of room
                         self._seal_locked()
                     self._idle.notify_all()
 
     def _upload(self, serial: int, pack: _Pack) -> None:
-        blob, name, created = pack.seal()
-        view = memoryview(blob)
-        with self._lock:
-            for key, _kind, _ident, offset, length in pack.entries:
-                if self._pending.get(key, (None,))[0] == serial:
-                    self._pending[key] = (serial, view[offset : offset + length])
-        self.inner.put(PACK_PREFIX + name, blob)
-        number = self.index.add_pack(name, len(blob), created, len(pack.entries))
+        # not under the lock: readers copy objects out of the buffer meanwhile, by slicing
+        # (no export, so the cut cannot fail), and sealing writes only after the objects
+        name, created = pack.seal()
+        self.inner.put(PACK_PREFIX + name, pack.buffer)
+        number = self.index.add_pack(name, len(pack.buffer), created, len(pack.entries))
         # index only the objects neither deleted nor put again since; under the lock so
         # a concurrent delete cannot slip in between the check and the insert, a slice
         # at a time so writers (an event loop storing small files among them) wait for
@@ -364,6 +429,7 @@ class PackLayer(Layer):
             while self._in_flight:
                 self._idle.wait()
             failures, self._failures = self._failures, []
+            self._spare.clear()  # an idle layer (a server between pushes) holds no packs
         self.index.sync()
         self.inner.flush()
         if failures:
@@ -429,13 +495,12 @@ class PackLayer(Layer):
         began = time.monotonic()
         lost: dict[int, str] = {}  # piece -> the name of its pack, gone from the bucket
         for attempt in range(2):
-            with self._lock:
-                pending = [self._pending.get(pieces[i][0]) for i in todo]
-            unsent = [i for i, held in zip(todo, pending, strict=True) if held is None]
-            for i, held in zip(todo, pending, strict=True):
-                if held is not None:
-                    _key, _parsed, start, length = pieces[i]
-                    out[i] = bytes(held[1][start : None if length is None else start + length])
+            with self._lock:  # copied under it: an uploaded pack's buffer is reused
+                pending = [self._pending_bytes(pieces[i]) for i in todo]
+            unsent = [i for i, data in zip(todo, pending, strict=True) if data is None]
+            for i, data in zip(todo, pending, strict=True):
+                if data is not None:
+                    out[i] = data
             found = self.index.lookup_many([pieces[i][1] for i in unsent]) if unsent else []
             missing = [i for i, where in zip(unsent, found, strict=True) if where is None]
             located = [
@@ -454,6 +519,17 @@ class PackLayer(Layer):
         if todo[0] in lost:
             raise IntegrityError(f"{key}: its pack {lost[todo[0]]} is missing", key=key)
         raise NotFoundError(f"{key}: not found", key=key)
+
+    def _pending_bytes(self, piece: _Piece) -> bytes | None:
+        """A copy of the piece's bytes if its object is not uploaded yet (lock held)."""
+        held = self._pending.get(piece[0])
+        if held is None:
+            return None
+        _serial, pack, offset, size = held
+        _key, _parsed, start, length = piece
+        low = min(start, size)
+        high = size if length is None else max(low, min(size, start + length))
+        return bytes(pack.buffer[offset + low : offset + high])
 
     def _read_located(
         self,
@@ -548,9 +624,9 @@ class PackLayer(Layer):
                     if key.startswith(prefix):
                         listing[key] = length
         with self._lock:
-            for key, (_serial, data) in self._pending.items():
+            for key, (_serial, _pack, _offset, length) in self._pending.items():
                 if key.startswith(prefix):
-                    listing[key] = len(data)
+                    listing[key] = length
         for key in sorted(listing):
             yield key, listing[key]
 

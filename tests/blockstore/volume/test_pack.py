@@ -226,7 +226,7 @@ def test_many_writers_hold_no_more_packs_than_the_bound(tmp_path: Path) -> None:
         thread.start()
     time.sleep(0.5)
     with layer._lock:  # what the layer holds now: pending objects, one pack each
-        held = {serial for serial, _data in layer._pending.values()}
+        held = {serial for serial, *_where in layer._pending.values()}
     assert len(held) <= 3 and inner.started == 1
     inner.release.set()
     for thread in threads:
