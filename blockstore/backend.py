@@ -144,7 +144,11 @@ class Backend(ABC):
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
-        """Store `data` under `key`, replacing any existing object atomically."""
+        """Store `data` under `key`, replacing any existing object atomically.
+
+        `data` may be any bytes-like object (the pack layer hands down a bytearray it
+        reuses once `put` returns): a backend that keeps it must keep a copy.
+        """
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """`put` each (key, data) of `items`, in order.
