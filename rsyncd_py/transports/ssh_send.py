@@ -30,13 +30,14 @@ that the send window admits straight from the caller's bytes, and `_PacketSender
 channel data on an AES-GCM connection with one join and one AESGCM object per key. The
 bytes on the wire are the same. 32,768 packets of 32 KiB, CPU: 0.58 -> 0.12 s.
 
-This reaches into asyncssh internals, both stable since its first releases: the
-connection's `send_packet` (which inserts the IGNORE) and its `_send`/`_transport`
-(where every packet's bytes go), the channel's send buffer and window, and the
-connection's sequence, rekey and GCM state (`GCMCipher._key`, `_iv`, `_update_iv`), as
-asyncssh 2.x has them. If a future asyncssh changed them, the IGNORE filter would simply
-never drop anything, and `tune_sending` leaves a connection without `_send` or
-`_transport` as it is; tests/ssh checks what the client receives.
+This reaches into asyncssh internals as asyncssh 2.x has them: the connection's
+`send_packet` (which inserts the IGNORE) and its `_send`/`_transport` (where every
+packet's bytes go), the channel's send buffer and window, and the connection's
+sequence, rekey and GCM state (`GCMCipher._key`, `_iv`, `_update_iv`). If a future
+asyncssh changed the first two, the IGNORE filter would simply never drop anything, and
+`tune_sending` leaves a connection without `_send` or `_transport` as it is; the sealed
+path and `send_channel_data` have no such fallback: tests/ssh/test_send.py, which checks
+the bytes the client receives (across re-keys too), is what catches such a change.
 """
 
 from __future__ import annotations
