@@ -24,14 +24,11 @@ threshold, faulted in and zeroed 4,096 new pages a pack: 0.7-0.8 of a 1 GiB push
 system CPU-s (docs/PERFORMANCE.md profile 1). `flush` drops the spare buffers, so an
 idle layer holds none.
 
-A pack is its objects back to back, then a trailer listing (kind, id, length) for each
-and a fixed tail (magic, count, creation time, trailer length, CRC). Its name is 256
+The pack format (objects, trailer, tail) is pack_format.py's. A pack's name is 256
 random bits: hashing 16 MiB to name it cost 0.6 CPU-s per GiB written, and nothing
 needs a content name (a pack is written once and never deduplicated; what is read
 back is checked per object, by the compression layer's checksum or AES-GCM, and the
-trailer by its CRC). The trailer holds only ids and lengths, never plaintext: with an
-encrypted store the ids are keyed hashes and the objects ciphertext. The trailer makes
-the bucket self-describing: `reindex` rebuilds the local index from `packs/` alone.
+trailer by its CRC). `reindex` rebuilds the local index from the trailers alone.
 
 Where things are (the local `PackIndex`, index.py): object -> (pack number, offset,
 length). `get`/`get_range` of a packed key is one range GET of its bytes inside the
@@ -61,36 +58,31 @@ from __future__ import annotations
 import builtins  # `list` is also a Backend method: annotations inside the class need this
 import logging
 import queue
-import re
-import secrets
 import shutil
-import struct
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blockstore.backend import Backend, IntegrityError, Layer, NotFoundError, StoreError
+from blockstore.layers.pack_format import (
+    KIND_PREFIXES,
+    PACK_KEY_RE,
+    PACK_PREFIX,
+    PackBuffer,
+    parse_key,
+    read_trailer,
+    trailer_size,
+)
 from blockstore.volume.index import PACK_BITS, PackIndex, PackInfo
 
-PACK_PREFIX = "packs/"
-KIND_PREFIXES = ("blocks/", "trees/")  # kind 0 and 1 in the index
 DEFAULT_PACK_SIZE = 16 << 20
 DEFAULT_PACK_OBJECTS = 16384  # objects per pack at most (~5 MB of bookkeeping)
-_KEY_RE = re.compile(r"^(blocks|trees)/([0-9a-f]{64})$")
-_PACK_RE = re.compile(r"^packs/[0-9a-f]{64}$")
-_ENTRY = struct.Struct("<B32sI")
-_TAIL = struct.Struct("<4sB3xIQII4x")  # magic, version, count, created ns, entries len, crc
-_MAGIC = b"RSPK"
-_VERSION = 1
-_TRAILER_GUESS = 64 << 10
 
 log = logging.getLogger(__name__)
 
@@ -129,99 +121,6 @@ def _spans(
     yield start, end, members
 
 
-def parse_key(key: str) -> tuple[int, bytes] | None:
-    """(kind, id) for a key this layer packs, else None."""
-    match = _KEY_RE.match(key)
-    if match is None:
-        return None
-    return (0 if match.group(1) == "blocks" else 1), bytes.fromhex(match.group(2))
-
-
-def object_key(kind: int, ident: bytes) -> str:
-    return KIND_PREFIXES[kind] + ident.hex()
-
-
-def object_bytes(info: PackInfo) -> int:
-    """Bytes of objects in a pack: its size without the trailer (gc's repack measure)."""
-    return info.size - info.count * _ENTRY.size - _TAIL.size
-
-
-@dataclass(slots=True)
-class _Pack:
-    """A pack being filled or uploaded: its objects (key, kind, id, offset, length).
-
-    Their bytes are copied back to back into `buffer` as they come (a reused buffer,
-    see `PackLayer._provide_buffer`).
-    """
-
-    buffer: bytearray = field(default_factory=bytearray)
-    entries: list[tuple[str, int, bytes, int, int]] = field(default_factory=list)
-    size: int = 0
-
-    def fits(self, length: int) -> bool:
-        """Whether an object of `length` bytes fits in the buffer beside the trailer."""
-        trailer = (len(self.entries) + 1) * _ENTRY.size + _TAIL.size
-        return self.size + length + trailer <= len(self.buffer)
-
-    def add(self, key: str, kind: int, ident: bytes, data: bytes) -> int:
-        """Copy `data` into the buffer (it must fit); return its offset."""
-        offset = self.size
-        self.buffer[offset : offset + len(data)] = data
-        self.entries.append((key, kind, ident, offset, len(data)))
-        self.size += len(data)
-        return offset
-
-    def seal(self) -> tuple[str, int]:
-        """Write the trailer after the objects; return a fresh random name and the time.
-
-        The buffer is then cut to the pack's length (a shrink of less than half keeps its
-        memory, so it can grow back for the next pack without a new allocation).
-        """
-        created = time.time_ns()
-        trailer = b"".join(_ENTRY.pack(k, i, n) for _key, k, i, _off, n in self.entries)
-        tail = _TAIL.pack(
-            _MAGIC, _VERSION, len(self.entries), created, len(trailer), zlib.crc32(trailer)
-        )
-        end = self.size + len(trailer) + len(tail)
-        self.buffer[self.size : end] = trailer + tail
-        del self.buffer[end:]
-        return secrets.token_hex(32), created
-
-
-def read_trailer(
-    backend: Backend, name: str, size: int
-) -> tuple[int, list[tuple[int, bytes, int, int]]]:
-    """(creation time, [(kind, id, offset, length)]) of pack `name` of `size` bytes."""
-    key = PACK_PREFIX + name
-    guess = min(size, _TRAILER_GUESS)
-    tail_bytes = backend.get_range(key, size - guess, guess)
-    if len(tail_bytes) < _TAIL.size:
-        raise IntegrityError(f"{key}: too short to be a pack", key=key)
-    magic, version, count, created, entries_len, crc = _TAIL.unpack_from(
-        tail_bytes, len(tail_bytes) - _TAIL.size
-    )
-    if magic != _MAGIC or version != _VERSION or entries_len != count * _ENTRY.size:
-        raise IntegrityError(f"{key}: not a pack (bad trailer)", key=key)
-    if entries_len + _TAIL.size > size:
-        raise IntegrityError(f"{key}: trailer longer than the pack", key=key)
-    if entries_len + _TAIL.size > len(tail_bytes):
-        trailer = backend.get_range(key, size - _TAIL.size - entries_len, entries_len)
-    else:
-        trailer = tail_bytes[
-            len(tail_bytes) - _TAIL.size - entries_len : len(tail_bytes) - _TAIL.size
-        ]
-    if zlib.crc32(trailer) != crc:
-        raise IntegrityError(f"{key}: pack trailer checksum mismatch", key=key)
-    entries = []
-    offset = 0
-    for kind, ident, length in _ENTRY.iter_unpack(trailer):
-        entries.append((kind, ident, offset, length))
-        offset += length
-    if offset + entries_len + _TAIL.size != size:
-        raise IntegrityError(f"{key}: pack size does not match its trailer", key=key)
-    return created, entries
-
-
 class PackLayer(Layer):
     """Packs content-named objects into `packs/<id>` (see the module docstring)."""
 
@@ -244,9 +143,9 @@ class PackLayer(Layer):
         self.index = PackIndex((state_dir or self._temp_dir) / "packindex")  # type: ignore[operator]
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._current = _Pack()  # its buffer comes with its first object
+        self._current = PackBuffer()  # its buffer comes with its first object
         # key -> (pack serial, pack, offset, length) of objects not uploaded yet
-        self._pending: dict[str, tuple[int, _Pack, int, int]] = {}
+        self._pending: dict[str, tuple[int, PackBuffer, int, int]] = {}
         # buffers of uploaded packs, kept for the next ones: at most one per pack that
         # can be alive at once (the filling one and those in flight)
         self._capacity = pack_size + min(PACK_HEADROOM, pack_size // 2)
@@ -256,7 +155,7 @@ class PackLayer(Layer):
         self._failures: list[StoreError] = []
         self._sync_lock = threading.Lock()
         self._last_sync = 0.0  # when the latest sync from the bucket started (monotonic)
-        self._queue: queue.Queue[tuple[int, _Pack] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, PackBuffer] | None] = queue.Queue()
         self._max_in_flight = max(1, uploaders + queue_depth)
         self._threads = [
             threading.Thread(target=self._upload_loop, name=f"pack-upload-{i}", daemon=True)
@@ -347,10 +246,10 @@ class PackLayer(Layer):
         faulted in once, not once per pack as a fresh 16 MiB `bytes` per pack was).
         """
         self._give_back(self._current.buffer)
-        if length + _ENTRY.size + _TAIL.size <= self._capacity:
+        if length + trailer_size(1) <= self._capacity:
             buffer = self._spare.pop() if self._spare else bytearray(self._capacity)
         else:  # an object larger than a pack: a buffer of its own, not kept
-            buffer = bytearray(length + _ENTRY.size + _TAIL.size)
+            buffer = bytearray(length + trailer_size(1))
         self._current.buffer = buffer
 
     def _give_back(self, buffer: bytearray) -> None:
@@ -375,7 +274,7 @@ class PackLayer(Layer):
             return
         self._queue.put((self._serial, self._current))
         self._serial += 1
-        self._current = _Pack()
+        self._current = PackBuffer()
         self._in_flight += 1
 
     def _upload_loop(self) -> None:
@@ -402,7 +301,7 @@ class PackLayer(Layer):
                         self._seal_locked()
                     self._idle.notify_all()
 
-    def _upload(self, serial: int, pack: _Pack) -> None:
+    def _upload(self, serial: int, pack: PackBuffer) -> None:
         # not under the lock: readers copy objects out of the buffer meanwhile, by slicing
         # (no export, so the cut cannot fail), and sealing writes only after the objects
         name, created = pack.seal()
@@ -609,7 +508,7 @@ class PackLayer(Layer):
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Packed keys (from the index and pending) merged with the inner keys."""
-        listing = {key: size for key, size in self.inner.list(prefix) if not _PACK_RE.match(key)}
+        listing = {key: size for key, size in self.inner.list(prefix) if not PACK_KEY_RE.match(key)}
         for kind, kind_prefix in enumerate(KIND_PREFIXES):
             if not (kind_prefix.startswith(prefix) or prefix.startswith(kind_prefix)):
                 continue
@@ -650,7 +549,7 @@ class PackLayer(Layer):
 
     def _sync_locked(self) -> int:
         self._last_sync = time.monotonic()
-        in_bucket = {k: n for k, n in self.inner.list(PACK_PREFIX) if _PACK_RE.match(k)}
+        in_bucket = {k: n for k, n in self.inner.list(PACK_PREFIX) if PACK_KEY_RE.match(k)}
         known = {info.name: info for info in self.index.packs() if not info.deleted}
         vanished = [info for name, info in known.items() if PACK_PREFIX + name not in in_bucket]
         if vanished:
@@ -669,7 +568,7 @@ class PackLayer(Layer):
         packs = [
             (key[len(PACK_PREFIX) :], size)
             for key, size in self.inner.list(PACK_PREFIX)
-            if _PACK_RE.match(key)
+            if PACK_KEY_RE.match(key)
         ]
         self._index_packs(packs)
         self.index.sync()
@@ -710,7 +609,7 @@ class PackLayer(Layer):
         self.index.remove_pack(info.number)
 
     def _packed(self, key: str) -> tuple[int, bytes] | None:
-        if _PACK_RE.match(key):
+        if PACK_KEY_RE.match(key):
             raise StoreError(f"{key}: pack objects belong to the pack layer", key=key)
         return parse_key(key)
 

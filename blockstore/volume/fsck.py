@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from blockstore.backend import NotFoundError, StoreError
-from blockstore.layers.pack import PACK_PREFIX, parse_key
+from blockstore.layers.pack_format import PACK_PREFIX, parse_key
 from blockstore.volume.blockid import HOLE_ID, block_key
 from blockstore.volume.snapshots import Snapshot
 from blockstore.volume.volume import Volume

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from blockstore.backend import StoreError
-from blockstore.layers.pack import PackLayer, object_bytes, object_key
+from blockstore.layers.pack import PackLayer
+from blockstore.layers.pack_format import object_bytes, object_key
 from blockstore.volume.blockid import HOLE_ID
 from blockstore.volume.index import PACK_BITS, PackInfo
 from blockstore.volume.volume import Volume

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from blockstore.layers.pack import PACK_PREFIX
+from blockstore.layers.pack_format import PACK_PREFIX
 from blockstore.volume.blockid import HOLE_ID, tree_key
 from blockstore.volume.index import PACK_BITS
 from blockstore.volume.objects import decode_tree

@@ -11,7 +11,8 @@ import hashlib
 from pathlib import Path
 
 from blockstore.backends.memory import MemoryBackend
-from blockstore.layers.pack import PACK_PREFIX, PackLayer, read_trailer
+from blockstore.layers.pack import PackLayer
+from blockstore.layers.pack_format import PACK_PREFIX, read_trailer
 
 
 def key(n: int) -> str:

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from blockstore.factory import open_backend
-from blockstore.layers.pack import PACK_PREFIX
+from blockstore.layers.pack_format import PACK_PREFIX
 from blockstore.volume import Snapshot, TreeEntry
 from blockstore.volume.forget import KeepPolicy, apply_policy, forget
 from blockstore.volume.fsck import fsck
