@@ -193,6 +193,25 @@ async def test_stream_yields_runs_of_about_the_chunk_size(fs_env: ProviderEnv) -
     await fs.close(True)
 
 
+def count_hops(
+    fs: Any, monkeypatch: pytest.MonkeyPatch, *routes: tuple[Any, str]
+) -> list[str]:
+    """The names of the functions `fs` hands to its executor from now on, in order.
+
+    Each (object, attribute) of `routes` is another way to that executor, counted too.
+    """
+    hops: list[str] = []
+    submit = fs.submit
+
+    def counted(fn: Any, *args: Any) -> Any:
+        hops.append(fn.__name__)
+        return submit(fn, *args)
+
+    for owner, name in ((fs, "submit"), *routes):
+        monkeypatch.setattr(owner, name, counted)
+    return hops
+
+
 @async_test
 async def test_small_files_commit_without_a_thread_hop(
     store_env: ProviderEnv, monkeypatch: pytest.MonkeyPatch
@@ -204,14 +223,7 @@ async def test_small_files_commit_without_a_thread_hop(
     env = store_env
     fs = await env.open(True)
     await fs.mkdir(b"d", dir_stat())
-    hops: list[str] = []
-    submit = fs.submit  # type: ignore[attr-defined]
-
-    def counted(fn: Any, *args: Any) -> Any:
-        hops.append(fn.__name__)
-        return submit(fn, *args)
-
-    monkeypatch.setattr(fs, "submit", counted)
+    hops = count_hops(fs, monkeypatch)
     small, large = os.urandom(5000), os.urandom(store_io.INLINE_COMMIT + 1)
     await write_file(fs, b"d/small", small)
     assert hops == []
@@ -246,14 +258,7 @@ async def test_reading_a_small_file_plans_on_the_event_loop(
     await fs.close(True)
     fs = await store_env.open(False)
     assert await fs.lstat(b"small") is not None  # the root tree, loaded once
-    hops: list[str] = []
-    submit = fs.submit  # type: ignore[attr-defined]
-
-    def counted(fn: Any, *args: Any) -> Any:
-        hops.append(fn.__name__)
-        return submit(fn, *args)
-
-    monkeypatch.setattr(fs, "submit", counted)
+    hops = count_hops(fs, monkeypatch)
     assert await read_file(fs, b"small") == small
     assert hops == ["_fetch_run"]
     hops.clear()
@@ -278,15 +283,7 @@ async def test_small_files_read_ahead_come_in_one_job(
     await fs.close(True)
     fs = await store_env.open(False)
     assert await fs.lstat(b"d/f0") is not None  # the trees, loaded once
-    hops: list[str] = []
-    submit = fs.submit  # type: ignore[attr-defined]
-
-    def counted(fn: Any, *args: Any) -> Any:
-        hops.append(fn.__name__)
-        return submit(fn, *args)
-
-    monkeypatch.setattr(fs, "submit", counted)
-    monkeypatch.setattr(fs.ahead, "_submit", counted)  # type: ignore[attr-defined]
+    hops = count_hops(fs, monkeypatch, (fs.ahead, "_submit"))  # type: ignore[attr-defined]
     fs.read_ahead([b"d/f%d" % i for i in range(8)] + [b"d/large", b"nowhere/x"])  # type: ignore[attr-defined]
     for i in range(8):
         assert await read_file(fs, b"d/f%d" % i) == datas[b"d/f%d" % i]
